@@ -1,0 +1,104 @@
+# fine: build, test, install. `make deps && make`, then `make test`.
+#   make SANITIZE=1 test   the same tests under AddressSanitizer + UBSan (separate build tree)
+#   make install PREFIX=/usr/local
+#   make bench             the benchmarks under bench/
+
+PREFIX  ?= /usr/local
+PYTHON  ?= /usr/bin/python3
+CC      ?= cc
+SANITIZE ?= 0
+VERSION := 0.1.0
+
+ifeq ($(SANITIZE),1)
+BUILD   := build/san
+BIN     := build/san/bin
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else
+BUILD   := build/release
+BIN     := bin
+SANFLAGS :=
+endif
+
+PKGS     := libzstd msgpack
+DEP_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -I/usr/include/nifti
+DEP_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lnifti2 -lznz -lz -lm -lpthread
+
+CFLAGS  ?= -O2 -g
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -DFINE_VERSION=\"$(VERSION)\" -Wall -Wextra -Werror \
+              $(CFLAGS) $(SANFLAGS) -Ilib $(DEP_CFLAGS) -MMD -MP
+ALL_LDFLAGS := $(SANFLAGS) $(LDFLAGS)
+
+LIB_SRC   := $(sort $(wildcard lib/*.c lib/*/*.c))
+LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB_A     := $(BUILD)/libfine.a
+TOOL_SRC  := $(sort $(wildcard tools/*.c))
+TOOLS     := $(TOOL_SRC:tools/%.c=$(BIN)/%)
+UNIT_SRC  := $(sort $(wildcard tests/unit/test_*.c))
+UNITS     := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+HELP_SRC  := $(sort $(wildcard tests/helpers/*.c))
+HELPERS   := $(HELP_SRC:tests/helpers/%.c=$(BUILD)/tests/helpers/%)
+BENCH_SRC := $(sort $(wildcard bench/*.c))
+BENCHES   := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+.PHONY: all deps test unit bats bench install clean demo
+
+all: $(LIB_A) $(TOOLS) $(UNITS) $(HELPERS) $(BENCHES)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(LIB_A): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN)/%: $(BUILD)/tools/%.o $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) $< $(LIB_A) $(DEP_LIBS) -o $@
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) $< $(LIB_A) $(DEP_LIBS) -o $@
+
+$(BUILD)/tests/helpers/%: $(BUILD)/tests/helpers/%.o $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) $< $(LIB_A) $(DEP_LIBS) -o $@
+
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) $< $(LIB_A) $(DEP_LIBS) -o $@
+
+# Debian packages the build, the tests and the independent Python cross-checks need.
+DEB_PKGS := build-essential pkg-config libnifti2-dev libzstd-dev libmsgpack-dev libopenblas-dev \
+            bats zstd python3 python3-numpy python3-msgpack python3-zstandard python3-nibabel \
+            python3-scipy
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
+	    grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "make deps: installing$$(echo $$missing | sed 's/^/ /')"; \
+	    SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	else echo "make deps: all present"; fi
+
+# Unit tests (C, TAP output) and bats tests; tests/run prints "N passed, N failed".
+test: all
+	@FINE_BIN=$(abspath $(BIN)) FINE_UNIT=$(abspath $(BUILD)/tests) \
+	    FINE_HELPERS=$(abspath $(BUILD)/tests/helpers) FINE_PYTHON=$(PYTHON) \
+	    FINE_SANITIZE=$(SANITIZE) tests/run
+
+bench: all
+	@FINE_BIN=$(abspath $(BIN)) FINE_BENCH=$(abspath $(BUILD)/bench) FINE_PYTHON=$(PYTHON) bench/run
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/fine \
+	    $(DESTDIR)$(PREFIX)/share/fine/python
+	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 lib/*.h $(DESTDIR)$(PREFIX)/include/fine/
+	install -m 644 formats/python/fine_stream.py $(DESTDIR)$(PREFIX)/share/fine/python/
+
+clean:
+	rm -rf build bin
+
+-include $(LIB_OBJ:.o=.d) $(TOOL_SRC:%.c=$(BUILD)/%.d) $(UNIT_SRC:%.c=$(BUILD)/%.d) $(HELP_SRC:%.c=$(BUILD)/%.d) $(BENCH_SRC:%.c=$(BUILD)/%.d)
