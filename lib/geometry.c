@@ -65,8 +65,12 @@ void fine_geometry_original_affine(const fine_geometry *g, double a[4][4])
     } else if (g->qform_code > 0) {
         quatern_affine(g, a);
     } else {
+        /* pixdim of a NIfTI header; a geometry without one (nifti_version 0, pixdim all 0)
+         * has its spacing in original_spacing (z, y, x) */
         for (int i = 0; i < 3; i++)
-            a[i][i] = g->pixdim[i + 1] > 0 ? g->pixdim[i + 1] : 1.0;
+            a[i][i] = g->pixdim[i + 1] > 0           ? g->pixdim[i + 1]
+                      : g->original_spacing[2 - i] > 0 ? g->original_spacing[2 - i]
+                                                       : 1.0;
         a[3][3] = 1;
     }
 }

@@ -4,6 +4,7 @@
 #include "stream_internal.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -270,12 +271,64 @@ static int pack_str(msgpack_packer *pk, const char *s)
     return msgpack_pack_str(pk, n) || msgpack_pack_str_body(pk, s, n);
 }
 
-int fine_map_pack(const fine_map *m, msgpack_packer *pk)
+/* The packer's writer, wrapped to know the byte offset inside the record. */
+typedef struct tracked {
+    msgpack_packer_write fn;
+    void *data;
+    uint64_t off;
+} tracked;
+
+static int tracked_write(void *d, const char *buf, size_t len)
 {
-    if (msgpack_pack_map(pk, (size_t)m->n))
+    tracked *t = d;
+    t->off += len;
+    return t->fn(t->data, buf, len);
+}
+
+static size_t str_bytes(size_t n)
+{
+    return n + (n < 32 ? 1 : n < 256 ? 2 : n < 65536 ? 3 : 5);
+}
+
+static size_t bin_header_bytes(size_t n)
+{
+    return n < 256 ? 2 : n < 65536 ? 3 : 5;
+}
+
+/* Writes the entry "_pad_<key>": a string whose length puts the body of the bin that follows
+ * (key, then bin header) on a 64-byte boundary of the record, so a reader can use tensor data
+ * in place without copying it. Readers ignore the key. */
+static int pack_pad(msgpack_packer *pk, const tracked *t, const entry *bin)
+{
+    char key[80];
+    snprintf(key, sizeof key, "_pad_%s", bin->key);
+    uint64_t base = t->off + str_bytes(strlen(key)) + str_bytes(strlen(bin->key)) +
+                    bin_header_bytes(bin->bin_len);
+    size_t r = (size_t)((64 - base % 64) % 64); /* bytes the pad value must take, mod 64 */
+    size_t len;
+    if (r >= 1 && r <= 32)
+        len = r - 1; /* fixstr: 1 header byte */
+    else if (r == 0)
+        len = 62; /* str8: 64 bytes */
+    else if (r == 33)
+        len = 95; /* str8: 97 bytes */
+    else
+        len = r - 2; /* str8 */
+    static const char zeros[128];
+    return pack_str(pk, key) || msgpack_pack_str(pk, len) || msgpack_pack_str_body(pk, zeros, len);
+}
+
+static int pack_map(const fine_map *m, msgpack_packer *pk, const tracked *t)
+{
+    size_t count = (size_t)m->n;
+    for (int i = 0; i < m->n; i++)
+        count += m->e[i].kind == E_BIN;
+    if (msgpack_pack_map(pk, count))
         return -1;
     for (int i = 0; i < m->n; i++) {
         const entry *e = &m->e[i];
+        if (e->kind == E_BIN && pack_pad(pk, t, e))
+            return -1;
         int rc = pack_str(pk, e->key);
         switch (e->kind) {
         case E_STR: rc = rc || pack_str(pk, e->s); break;
@@ -305,12 +358,22 @@ int fine_map_pack(const fine_map *m, msgpack_packer *pk)
             for (int j = 0; j < e->n && !rc; j++)
                 rc = pack_str(pk, ((char *const *)e->arr)[j]);
             break;
-        case E_BIN: rc = rc || msgpack_pack_bin(pk, e->bin_len) || msgpack_pack_bin_body(pk, e->bin, e->bin_len); break;
-        case E_MAP: rc = rc || fine_map_pack(e->map, pk); break;
+        case E_BIN:
+            rc = rc || msgpack_pack_bin(pk, e->bin_len) || msgpack_pack_bin_body(pk, e->bin, e->bin_len);
+            break;
+        case E_MAP: rc = rc || pack_map(e->map, pk, t); break;
         case E_OBJ: rc = rc || msgpack_pack_object(pk, *e->obj); break;
         }
         if (rc)
             return -1;
     }
     return 0;
+}
+
+int fine_map_pack(const fine_map *m, msgpack_packer_write fn, void *data)
+{
+    tracked t = {fn, data, 0};
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &t, tracked_write);
+    return pack_map(m, &pk, &t);
 }

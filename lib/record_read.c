@@ -129,7 +129,9 @@ int fine_record_f64s(const fine_record *r, const char *path, double *out, int n,
     return 0;
 }
 
-int fine_record_tensor(const fine_record *r, const char *path, fine_tensor *t, fine_err *e)
+/* Validates the tensor map at path and fills dtype and shape of t; *src points at the data. */
+static int tensor_header(const fine_record *r, const char *path, fine_tensor *t,
+                         const char **src_out, fine_err *e)
 {
     memset(t, 0, sizeof *t);
     const msgpack_object *m = path && path[0] ? fine_record_get(r, path) : r->map;
@@ -167,11 +169,43 @@ int fine_record_tensor(const fine_record *r, const char *path, fine_tensor *t, f
         return fine_err_set(e, "%s record: %s holds %u bytes, its shape and dtype need %llu",
                             r->type, where, bytes,
                             (unsigned long long)(numel * fine_dtype_size(dtype)));
-    if (fine_tensor_alloc(t, dtype, ndim, shape, e) < 0)
-        return -1;
-    memcpy(t->data, src, bytes);
+    t->dtype = dtype;
+    t->ndim = ndim;
+    memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
+    *src_out = src;
     return 0;
 }
+
+int fine_record_tensor(const fine_record *r, const char *path, fine_tensor *t, fine_err *e)
+{
+    const char *src;
+    fine_tensor h;
+    if (tensor_header(r, path, &h, &src, e) < 0)
+        return -1;
+    if (fine_tensor_alloc(t, h.dtype, h.ndim, h.shape, e) < 0)
+        return -1;
+    memcpy(t->data, src, fine_tensor_nbytes(t));
+    return 0;
+}
+
+int fine_record_tensor_view(const fine_record *r, const char *path, fine_tensor *t, fine_err *e)
+{
+    const char *src;
+    if (tensor_header(r, path, t, &src, e) < 0)
+        return -1;
+    if ((uintptr_t)src % 64 == 0) {
+        t->data = (void *)src;
+        t->owns_data = 0;
+        return 0;
+    }
+    fine_tensor h = *t;
+    if (fine_tensor_alloc(t, h.dtype, h.ndim, h.shape, e) < 0)
+        return -1;
+    memcpy(t->data, src, fine_tensor_nbytes(t));
+    return 0;
+}
+
+
 
 int fine_record_geometry(const fine_record *r, fine_geometry *g, fine_err *e)
 {

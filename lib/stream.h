@@ -49,6 +49,10 @@ int fine_record_f64s(const fine_record *r, const char *path, double *out, int n,
 /* A tensor: the map at path (NULL or "" for the record itself) holding dtype, shape and data.
  * The data is copied into t (aligned, owned). Checks that the byte count matches the shape. */
 int fine_record_tensor(const fine_record *r, const char *path, fine_tensor *t, fine_err *e);
+/* The same without a copy where possible: t->data points into the reader's buffer (valid until
+ * the next read; t->owns_data = 0) when the data is 64-byte aligned there, as our writers
+ * arrange; otherwise it is copied as above. Free with fine_tensor_free either way. */
+int fine_record_tensor_view(const fine_record *r, const char *path, fine_tensor *t, fine_err *e);
 /* The "geometry" map of a volume record. */
 int fine_record_geometry(const fine_record *r, fine_geometry *g, fine_err *e);
 

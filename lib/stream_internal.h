@@ -4,8 +4,9 @@
 
 #include "stream.h"
 
-/* Packs m into pk; returns 0, or non-zero when the packer's writer failed. */
-int fine_map_pack(const fine_map *m, msgpack_packer *pk);
+/* Packs m as one msgpack map through fn(data, bytes, len), with bin data aligned to 64 bytes
+ * from the start of the map; returns 0, or non-zero when fn failed. */
+int fine_map_pack(const fine_map *m, msgpack_packer_write fn, void *data);
 /* 1 when building m (or a nested map) ran out of memory. */
 int fine_map_failed(const fine_map *m);
 
