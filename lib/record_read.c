@@ -142,7 +142,7 @@ static int tensor_header(const fine_record *r, const char *path, fine_tensor *t,
     const msgpack_object *sh = fine_obj_get(m, "shape");
     const msgpack_object *da = fine_obj_get(m, "data");
     if (!dt || dt->type != MSGPACK_OBJECT_STR || !sh || sh->type != MSGPACK_OBJECT_ARRAY || !da ||
-        (da->type != MSGPACK_OBJECT_BIN && da->type != MSGPACK_OBJECT_STR))
+        da->type != MSGPACK_OBJECT_BIN)
         return fine_err_set(e, "%s record: %s lacks a valid dtype, shape or data", r->type, where);
     char name[8] = {0};
     fine_dtype dtype;
@@ -163,8 +163,8 @@ static int tensor_header(const fine_record *r, const char *path, fine_tensor *t,
             return fine_err_set(e, "%s record: %s shape is too large", r->type, where);
         numel *= (uint64_t)shape[i];
     }
-    uint32_t bytes = da->type == MSGPACK_OBJECT_BIN ? da->via.bin.size : da->via.str.size;
-    const char *src = da->type == MSGPACK_OBJECT_BIN ? da->via.bin.ptr : da->via.str.ptr;
+    uint32_t bytes = da->via.bin.size;
+    const char *src = da->via.bin.ptr;
     if ((uint64_t)bytes != numel * fine_dtype_size(dtype))
         return fine_err_set(e, "%s record: %s holds %u bytes, its shape and dtype need %llu",
                             r->type, where, bytes,

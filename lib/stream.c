@@ -19,7 +19,6 @@
 #define ZSTD_STATIC_LINKING_ONLY /* ZSTD_d_stableOutBuffer */
 #include <zstd.h>
 
-#define ZSTD_MAGIC 0xFD2FB528u
 /* A frame's declared content size is trusted for pre-allocation only up to this. */
 #define PREALLOC_MAX ((size_t)1 << 30)
 #define HUGE_MIN ((size_t)32 << 20)
@@ -420,16 +419,15 @@ static int grow_obuf(fine_reader *r, size_t need, fine_err *e)
  * frame, or -1. */
 static int read_frame(fine_reader *r, fine_err *e)
 {
-    if (fill_input(r, 18, e) < 0)
+    if (fill_input(r, 5, e) < 0) /* magic and frame header descriptor */
         return -1;
     if (r->ilen == 0)
         return 0;
     uint64_t at = r->consumed;
     const unsigned char *p = (const unsigned char *)r->ibuf;
-    uint32_t magic = r->ilen >= 4 ? (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                                        (uint32_t)p[3] << 24
-                                  : 0;
-    if (magic != ZSTD_MAGIC) {
+    static const unsigned char magic[4] = {0x28, 0xb5, 0x2f, 0xfd}; /* ZSTD_MAGIC, little-endian */
+    size_t have = r->ilen < 4 ? r->ilen : 4;
+    if (memcmp(p, magic, have) != 0) {
         if (at == 0)
             return fine_err_set(e, "%s: not a fine stream (no zstd frame at the start)", r->name);
         return fine_err_set(e, "%s: corrupt stream: no zstd frame at byte %llu", r->name,
@@ -441,6 +439,12 @@ static int read_frame(fine_reader *r, fine_err *e)
     if (!(p[4] & 0x04))
         return fine_err_set(e, "%s: zstd frame at byte %llu has no checksum (write streams with "
                             "checksums on, e.g. zstd's default)", r->name, (unsigned long long)at);
+    /* wait for the whole frame header (2 to 18 bytes), no more: a short frame must not stall
+     * a live pipe */
+    size_t hsize = ZSTD_frameHeaderSize(r->ibuf, r->ilen);
+    if (!ZSTD_isError(hsize) && fill_input(r, hsize, e) < 0)
+        return -1;
+    p = (const unsigned char *)r->ibuf;
     /* With the content size known, one allocation with a little slack holds the frame. */
     unsigned long long csize = ZSTD_getFrameContentSize(r->ibuf, r->ilen);
     int sized = csize != ZSTD_CONTENTSIZE_UNKNOWN && csize != ZSTD_CONTENTSIZE_ERROR &&
@@ -583,8 +587,8 @@ int fine_reader_next(fine_reader *r, fine_record *rec, fine_err *e)
             return -1;
         if (r->state == R_EXPECT_HEADER) {
             if (strcmp(rec->type, "header") != 0)
-                return fine_err_set(e, "%s: %s (first record is '%s', not a header)", r->name,
-                                    r->streams ? "corrupt stream" : "not a fine stream", rec->type);
+                return fine_err_set(e, "%s: corrupt stream (a '%s' record follows the end record)",
+                                    r->name, rec->type);
             if (take_header(r, rec, e) < 0)
                 return -1;
             continue;
@@ -711,6 +715,5 @@ int fine_path_is_stream(const char *path)
     unsigned char b[4];
     ssize_t k = read(fd, b, 4);
     close(fd);
-    return k == 4 && ((uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
-                      (uint32_t)b[3] << 24) == ZSTD_MAGIC;
+    return k == 4 && b[0] == 0x28 && b[1] == 0xb5 && b[2] == 0x2f && b[3] == 0xfd;
 }

@@ -59,7 +59,7 @@ int fine_synth_geometry(const fine_synth_opts *o, int serial, fine_geometry *g, 
 /* Renders case `serial`: allocates image ((z, y, x), o->image_dtype, HU) and label ((z, y, x),
  * u8, ids 0..13) and fills g as fine_synth_geometry does. The caller owns both tensors and
  * frees them with fine_tensor_free. Single-threaded and reentrant (no global state), so cases
- * may be rendered on several threads at once. Memory: about 10 bytes per voxel while running.
+ * may be rendered on several threads at once. Memory: about 8 bytes per voxel while running.
  * Returns 0, or -1 with e set (bad options or out of memory; nothing is left allocated). */
 int fine_synth_case(const fine_synth_opts *o, int serial, fine_tensor *image, fine_tensor *label,
                     fine_geometry *g, fine_err *e);
