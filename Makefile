@@ -19,14 +19,14 @@ BIN     := bin
 SANFLAGS :=
 endif
 
-PKGS     := libzstd msgpack
+PKGS     := libzstd msgpack openblas
 DEP_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -I/usr/include/nifti
 DEP_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lnifti2 -lznz -lz -lm -lpthread
 
 CFLAGS  ?= -O2 -g
-ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -DFINE_VERSION=\"$(VERSION)\" -Wall -Wextra -Werror \
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -fopenmp -DFINE_VERSION=\"$(VERSION)\" -Wall -Wextra -Werror \
               $(CFLAGS) $(SANFLAGS) -Ilib $(DEP_CFLAGS) -MMD -MP
-ALL_LDFLAGS := $(SANFLAGS) $(LDFLAGS)
+ALL_LDFLAGS := -fopenmp $(SANFLAGS) $(LDFLAGS)
 
 LIB_SRC   := $(sort $(wildcard lib/*.c lib/*/*.c))
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
@@ -69,7 +69,7 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB_A)
 	$(CC) $(ALL_LDFLAGS) $< $(LIB_A) $(DEP_LIBS) -o $@
 
 # Debian packages the build, the tests and the independent Python cross-checks need.
-DEB_PKGS := build-essential pkg-config libnifti2-dev libzstd-dev libmsgpack-dev libopenblas-dev \
+DEB_PKGS := build-essential pkg-config libnifti2-dev zlib1g-dev libzstd-dev libmsgpack-dev libopenblas-dev \
             bats zstd python3 python3-numpy python3-msgpack python3-zstandard python3-nibabel \
             python3-scipy
 deps:
@@ -85,7 +85,7 @@ deps:
 test: all
 	@FINE_BIN=$(abspath $(BIN)) FINE_UNIT=$(abspath $(BUILD)/tests) \
 	    FINE_HELPERS=$(abspath $(BUILD)/tests/helpers) FINE_PYTHON=$(PYTHON) \
-	    FINE_SANITIZE=$(SANITIZE) tests/run
+	    FINE_SANITIZE=$(SANITIZE) FINE_SHARED=$(abspath ../shared) tests/run
 
 bench: all
 	@FINE_BIN=$(abspath $(BIN)) FINE_BENCH=$(abspath $(BUILD)/bench) FINE_PYTHON=$(PYTHON) bench/run

@@ -160,8 +160,6 @@ static int32_t bswap32(int32_t v)
     return (int32_t)((u >> 24) | ((u >> 8) & 0xff00u) | ((u << 8) & 0xff0000u) | (u << 24));
 }
 
-/* Reads and checks the header at the start of fp. On success *swapped says whether the file
- * is big-endian (other than this host). Returns 0 or -1 with e set (without the file name). */
 /* Reads up to n bytes; returns how many, or -1 on a zlib error. */
 static int64_t gz_read(gzFile f, void *buf, size_t n)
 {
@@ -193,6 +191,8 @@ static const char *gz_problem(gzFile f)
     return m;
 }
 
+/* Reads and checks the header at the start of fp. On success *swapped says whether the file
+ * is big-endian (other than this host). Returns 0 or -1 with e set (without the file name). */
 static int read_header(gzFile fp, nii_hdr *h, int *swapped, fine_err *e)
 {
     union {

@@ -1,0 +1,97 @@
+/* fine_model.h: the FINE network (fine-reference Part B 1-4, decisions A1-A6): configuration,
+ * parameters as named views into one flat buffer, forward and backward on the CPU.
+ *
+ * Parameters keep the reference's state_dict names and PyTorch layouts. Only live parameters
+ * are allocated (A1): a block's gt_attn only where a later block consumes its memory tokens,
+ * no vt_attn (depth <= 2), no PatchMerging after the last encoder stage, no 32^3 head
+ * (final.2). The relative_position_index buffers are computed, not stored. */
+#ifndef FINE_MODEL_H
+#define FINE_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+#define FINE_STAGES 4
+#define FINE_NAME_LEN 96
+
+enum { FINE_VT_REFERENCE = 0, FINE_VT_CLAMP = 1 };
+
+typedef struct fine_config {
+    int in_chans, num_classes;
+    int crop[3];          /* (z, y, x) input crop */
+    int patch[3];         /* patch embedding stride; (2, 4, 4) */
+    int embed_dim;
+    int depths[FINE_STAGES], heads[FINE_STAGES];         /* encoder stages */
+    int dec_depths[FINE_STAGES - 1], dec_heads[FINE_STAGES - 1]; /* decoder, deepest first */
+    int window;           /* window edge ws */
+    double mlp_ratio;
+    double drop_path;     /* drop-path rate (linearly increasing per block) */
+    int gt_num;           /* memory tokens per window (1) */
+    int vt_map[3];        /* volume-token grid (z, y, x); only y, x are used */
+    int max_imsize[3];
+    int vt_overflow;      /* FINE_VT_REFERENCE or FINE_VT_CLAMP (A3) */
+    double ds_weights[2]; /* deep-supervision weights of the full and the 64^3 head (A5) */
+} fine_config;
+
+/* Fills c with a preset: "bcv" (the reference SYNAPSE configuration), "small" (the parity
+ * fixture's 1/8 width), "tiny" (trains on a CPU in minutes). Returns 0, -1 for an unknown name. */
+int fine_config_preset(fine_config *c, const char *name);
+/* Checks a configuration; -1 with e naming the first bad field. */
+int fine_config_check(const fine_config *c, fine_err *e);
+
+typedef struct fine_param {
+    char name[FINE_NAME_LEN];
+    int ndim;
+    int64_t shape[5];
+    size_t offset;  /* in floats, into the flat buffer */
+    size_t numel;
+} fine_param;
+
+/* Per-stage geometry derived from the configuration. */
+typedef struct fine_stage_dims {
+    int64_t res[3]; /* token grid (D, H, W) */
+    int64_t C;      /* channels */
+    int heads;
+    int ws;         /* window edge used (min(ws, res) as the reference does at the bottleneck) */
+    int shift;      /* shift of odd blocks (0 when the grid is one window) */
+    int64_t nW;     /* windows per sample */
+} fine_stage_dims;
+
+typedef struct fine_model {
+    fine_config cfg;
+    fine_stage_dims enc[FINE_STAGES], dec[FINE_STAGES - 1]; /* dec[k]: encoder.layers.k */
+    int nV;              /* volume tokens = vt_map[1] * vt_map[2] */
+    fine_param *params;
+    int nparams;
+    size_t nfloats;
+    float *w;            /* parameters */
+    float *vt_check;     /* (nV) visitation counters (B 2.7), not trained */
+    int64_t *relpos;     /* relative position index (ws^3 x ws^3) */
+} fine_model;
+
+/* Builds the parameter table and allocates zeroed parameters. Returns 0 or -1. */
+int fine_model_build(fine_model *m, const fine_config *c, fine_err *e);
+void fine_model_free(fine_model *m);
+
+/* Initial values as the reference (B 4.1, A6), drawn from a generator seeded with seed;
+ * vt_check zeroed. */
+void fine_model_init(fine_model *m, uint64_t seed);
+
+/* The parameter of that name, or NULL. */
+const fine_param *fine_model_param(const fine_model *m, const char *name);
+/* Pointer to a parameter's data in buffer base (m->w or a gradient buffer of the same layout);
+ * aborts the program on an unknown name, which is a bug in the model code, not bad input. */
+float *fine_model_view(const fine_model *m, float *base, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Parameter counts: live (allocated here) and the reference's full count (B 4.3, every
+ * parameter of the official state_dict incl. vt_check, excluding the index buffers). */
+size_t fine_model_live_params(const fine_model *m);
+size_t fine_model_reference_params(const fine_config *c);
+
+/* pos2vtpos (B 3.4 with A3): the 4 volume-token indices for a crop position pos (z, y, x). */
+void fine_pos_to_vt(const fine_config *c, const int64_t pos[3], int out[4]);
+
+#endif

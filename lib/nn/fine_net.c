@@ -1,0 +1,1066 @@
+/* fine_net.c: the FINE network's forward and backward, top to bottom as in fine-reference
+ * B 1.2: patch embedding, four encoder stages (FINE blocks, skip norms, patch merging), three
+ * decoder stages (patch expanding, skip addition, FINE blocks), two segmentation heads.
+ *
+ * A FINE block (B 2.1-2.4, 2.9), for tokens x (B, L, C) and memory tokens g (B*nW, C):
+ *   [g' ; y] = WindowAttention([g ; windows(LN1(x))])   bias and shift mask on the window part
+ *   x1 = x + DP(y);  x2 = x1 + DP(MLP(LN2(x1)))
+ * and, only when a later block consumes the memory tokens (A1):
+ *   g1 = g + DP(g');  g2 = g1 + DP(MLP(LN2(g1)))          the same LN2 and MLP
+ *   [. ; g_next] = MHSA([vt_1..vt_4 ; g2 + pe])            volume tokens chosen by pos
+ * With depth 2, block 0 computes g_next for block 1; block 1's memory branch is dead. */
+#include "nn/fine_net.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/ops.h"
+
+#define NVT 4 /* volume tokens read per sample (B 2.5) */
+
+typedef struct block_acts {
+    float *ln1, *ln1_mean, *ln1_rstd; /* (B*L, C), (B*L) */
+    float *seq;                       /* (Bw, T, C): memory token then the window */
+    float *qkv;                       /* (Bw, T, 3C) */
+    float *att;                       /* (Bw, h, T, T) */
+    float *ao;                        /* (Bw, T, C) attention output before proj */
+    float *po;                        /* (Bw, T, C) after proj */
+    float *bias;                      /* (h, N, N) */
+    float *x1;                        /* (B*L, C) */
+    float *ln2, *ln2_mean, *ln2_rstd;
+    float *fc1, *act;                 /* (B*L, hidden) before and after GELU */
+    float *out;                       /* (B*L, C) */
+    float *dpx1, *dpx2;               /* (B) drop-path scales of the two residual branches */
+    /* memory-token branch (has_gt) */
+    int has_gt;
+    float *g1, *gln, *gln_mean, *gln_rstd, *gfc1, *gact, *g2; /* (Bw, C|hidden) */
+    float *u, *uqkv, *uatt, *uao, *upo;                       /* (B, 4+nW, C|3C), (B, h, U, U) */
+    float *dpg1, *dpg2;                                       /* (Bw) */
+    float *gnext;                                             /* (Bw, C) next block's memory tokens */
+} block_acts;
+
+typedef struct layer_acts {
+    const fine_stage_dims *s;
+    const char *prefix; /* "model_down.layers.%d" or "encoder.layers.%d" */
+    int index, depth;
+    float *in;          /* (B*L, C) layer input (owned by whoever produced it) */
+    float *gt0;         /* (Bw, C) the global token broadcast to every window */
+    float *mask;        /* (nW, N, N) shift mask, NULL when the layer is not shifted */
+    block_acts blk[2];
+} layer_acts;
+
+typedef struct conv_act {
+    fine_conv3d_shape s;
+    float *out;
+} conv_act;
+
+struct fine_net {
+    int B;
+    const fine_model *m; /* for shapes only */
+    /* patch embedding */
+    const float *x;      /* the input of the last forward (caller's) */
+    conv_act c1, c2, c3, c4;
+    float *a1, *t1, *n1, *n1_mean, *n1_rstd, *n1cf;
+    float *a2, *t2, *n2, *n2_mean, *n2_rstd, *n2cf;
+    float *a3, *t3, *n3, *n3_mean, *n3_rstd, *n3cf;
+    float *t4, *tok0, *tok0_mean, *tok0_rstd;
+    /* encoder */
+    layer_acts enc[FINE_STAGES];
+    float *skip[FINE_STAGES], *skip_mean[FINE_STAGES], *skip_rstd[FINE_STAGES];
+    float *dg[FINE_STAGES - 1], *dln[FINE_STAGES - 1], *dln_mean[FINE_STAGES - 1],
+        *dln_rstd[FINE_STAGES - 1], *dcf[FINE_STAGES - 1];
+    conv_act down[FINE_STAGES - 1];
+    float *down_tok[FINE_STAGES - 1];
+    /* decoder (index k = encoder.layers.k, run from k = 2 down to 0) */
+    layer_acts dec[FINE_STAGES - 1];
+    float *uln[FINE_STAGES - 1], *uln_mean[FINE_STAGES - 1], *uln_rstd[FINE_STAGES - 1];
+    fine_convT3d_shape up_s[FINE_STAGES - 1];
+    float *up[FINE_STAGES - 1], *dec_in[FINE_STAGES - 1];
+    /* heads */
+    fine_convT3d_shape head_s[2];
+    float *logits[2];
+    /* per-sample volume-token indices of the last forward */
+    int *vt;
+    /* scratch: convolution work space and the backward's gradient buffers */
+    float *conv_scratch;
+    size_t conv_scratch_n;
+    float *ga, *gb, *gc, *gd, *ge; /* each max_act floats */
+    float *gw1, *gw2, *gw3, *gw4, *gw5; /* window-sized: max over stages of Bw*T*3C etc. */
+    size_t max_act, max_win;
+    char *arena;
+    size_t bytes;
+};
+
+/* ------------------------------------------------------------------ planning */
+
+typedef struct bump {
+    char *base;
+    size_t off;
+} bump;
+
+static float *take(bump *b, size_t nfloats)
+{
+    size_t bytes = (nfloats * sizeof(float) + 63) / 64 * 64;
+    float *p = b->base ? (float *)(b->base + b->off) : NULL;
+    b->off += bytes;
+    return p;
+}
+
+static int64_t tokens(const fine_stage_dims *s)
+{
+    return s->res[0] * s->res[1] * s->res[2];
+}
+
+static int64_t hidden_of(const fine_model *m, int64_t C)
+{
+    return (int64_t)(m->cfg.mlp_ratio * (double)C);
+}
+
+static void plan_layer(fine_net *n, layer_acts *la, bump *b, const fine_stage_dims *s, const char *prefix,
+                       int index, int depth)
+{
+    const fine_model *m = n->m;
+    int64_t B = n->B, L = tokens(s), C = s->C, h = s->heads, N = (int64_t)s->ws * s->ws * s->ws;
+    int64_t T = N + 1, Bw = B * s->nW, hid = hidden_of(m, C), U = NVT + s->nW;
+    la->s = s;
+    la->prefix = prefix;
+    la->index = index;
+    la->depth = depth;
+    la->gt0 = take(b, (size_t)(Bw * C));
+    la->mask = s->shift > 0 && depth > 1 ? take(b, (size_t)(s->nW * N * N)) : NULL;
+    for (int j = 0; j < depth; j++) {
+        block_acts *k = &la->blk[j];
+        k->ln1 = take(b, (size_t)(B * L * C));
+        k->ln1_mean = take(b, (size_t)(B * L));
+        k->ln1_rstd = take(b, (size_t)(B * L));
+        k->seq = take(b, (size_t)(Bw * T * C));
+        k->qkv = take(b, (size_t)(Bw * T * 3 * C));
+        k->att = take(b, (size_t)(Bw * h * T * T));
+        k->ao = take(b, (size_t)(Bw * T * C));
+        k->po = take(b, (size_t)(Bw * T * C));
+        k->bias = take(b, (size_t)(h * N * N));
+        k->x1 = take(b, (size_t)(B * L * C));
+        k->ln2 = take(b, (size_t)(B * L * C));
+        k->ln2_mean = take(b, (size_t)(B * L));
+        k->ln2_rstd = take(b, (size_t)(B * L));
+        k->fc1 = take(b, (size_t)(B * L * hid));
+        k->act = take(b, (size_t)(B * L * hid));
+        k->out = take(b, (size_t)(B * L * C));
+        k->dpx1 = take(b, (size_t)B);
+        k->dpx2 = take(b, (size_t)B);
+        k->has_gt = j < depth - 1;
+        if (k->has_gt) {
+            k->g1 = take(b, (size_t)(Bw * C));
+            k->gln = take(b, (size_t)(Bw * C));
+            k->gln_mean = take(b, (size_t)Bw);
+            k->gln_rstd = take(b, (size_t)Bw);
+            k->gfc1 = take(b, (size_t)(Bw * hid));
+            k->gact = take(b, (size_t)(Bw * hid));
+            k->g2 = take(b, (size_t)(Bw * C));
+            k->u = take(b, (size_t)(B * U * C));
+            k->uqkv = take(b, (size_t)(B * U * 3 * C));
+            k->uatt = take(b, (size_t)(B * h * U * U));
+            k->uao = take(b, (size_t)(B * U * C));
+            k->upo = take(b, (size_t)(B * U * C));
+            k->dpg1 = take(b, (size_t)Bw);
+            k->dpg2 = take(b, (size_t)Bw);
+            k->gnext = take(b, (size_t)(Bw * C));
+        }
+        size_t win = (size_t)(Bw * T * 3 * C);
+        if ((size_t)(Bw * h * T * T) > win)
+            win = (size_t)(Bw * h * T * T);
+        if ((size_t)(B * U * 3 * C) > win)
+            win = (size_t)(B * U * 3 * C);
+        if ((size_t)(B * h * U * U) > win)
+            win = (size_t)(B * h * U * U);
+        if ((size_t)(Bw * hid) > win)
+            win = (size_t)(Bw * hid);
+        if (win > n->max_win)
+            n->max_win = win;
+        size_t act = (size_t)(B * L * hid);
+        if (act > n->max_act)
+            n->max_act = act;
+    }
+}
+
+static void need_act(fine_net *n, size_t v)
+{
+    if (v > n->max_act)
+        n->max_act = v;
+}
+
+static void need_conv(fine_net *n, const fine_conv3d_shape *s)
+{
+    size_t v = fine_conv3d_scratch(s);
+    if (v > n->conv_scratch_n)
+        n->conv_scratch_n = v;
+}
+
+static conv_act conv_plan(fine_net *n, bump *b, int64_t Cin, const int64_t in_res[3], int64_t Cout, int k,
+                          const int stride[3], int pad, int64_t out_res[3])
+{
+    conv_act c;
+    memset(&c, 0, sizeof c);
+    c.s.B = n->B;
+    c.s.Cin = Cin;
+    c.s.D = in_res[0], c.s.H = in_res[1], c.s.W = in_res[2];
+    c.s.Cout = Cout;
+    for (int d = 0; d < 3; d++) {
+        c.s.k[d] = k;
+        c.s.stride[d] = stride[d];
+        c.s.pad[d] = pad;
+    }
+    fine_conv3d_out_size(&c.s, &out_res[0], &out_res[1], &out_res[2]);
+    size_t outn = (size_t)(n->B * Cout * out_res[0] * out_res[1] * out_res[2]);
+    c.out = take(b, outn);
+    need_act(n, outn);
+    need_act(n, (size_t)(n->B * Cin * in_res[0] * in_res[1] * in_res[2]));
+    need_conv(n, &c.s);
+    return c;
+}
+
+static void plan(fine_net *n, bump *b)
+{
+    const fine_model *m = n->m;
+    const fine_config *c = &m->cfg;
+    int64_t B = n->B, E = c->embed_dim, H = E / 2, K = c->num_classes;
+    n->max_act = n->max_win = n->conv_scratch_n = 0;
+
+    /* patch embedding: conv k3 stride (2,2,2) -> GELU -> LN, conv k3 -> GELU -> LN,
+     * conv k3 stride (1,2,2) -> GELU -> LN, conv k3 -> LN (B 1.2 rows 2-7) */
+    int64_t r0[3] = {c->crop[0], c->crop[1], c->crop[2]}, r1[3], r2[3], r3[3], r4[3];
+    int s222[3] = {2, 2, 2}, s111[3] = {1, 1, 1}, s122[3] = {1, 2, 2};
+    n->c1 = conv_plan(n, b, c->in_chans, r0, H, 3, s222, 1, r1);
+    int64_t v1 = r1[0] * r1[1] * r1[2];
+    n->a1 = take(b, (size_t)(B * H * v1));
+    n->t1 = take(b, (size_t)(B * H * v1));
+    n->n1 = take(b, (size_t)(B * H * v1));
+    n->n1_mean = take(b, (size_t)(B * v1));
+    n->n1_rstd = take(b, (size_t)(B * v1));
+    n->n1cf = take(b, (size_t)(B * H * v1));
+    n->c2 = conv_plan(n, b, H, r1, H, 3, s111, 1, r2);
+    n->a2 = take(b, (size_t)(B * H * v1));
+    n->t2 = take(b, (size_t)(B * H * v1));
+    n->n2 = take(b, (size_t)(B * H * v1));
+    n->n2_mean = take(b, (size_t)(B * v1));
+    n->n2_rstd = take(b, (size_t)(B * v1));
+    n->n2cf = take(b, (size_t)(B * H * v1));
+    n->c3 = conv_plan(n, b, H, r2, E, 3, s122, 1, r3);
+    int64_t v3 = r3[0] * r3[1] * r3[2];
+    n->a3 = take(b, (size_t)(B * E * v3));
+    n->t3 = take(b, (size_t)(B * E * v3));
+    n->n3 = take(b, (size_t)(B * E * v3));
+    n->n3_mean = take(b, (size_t)(B * v3));
+    n->n3_rstd = take(b, (size_t)(B * v3));
+    n->n3cf = take(b, (size_t)(B * E * v3));
+    n->c4 = conv_plan(n, b, E, r3, E, 3, s111, 1, r4);
+    n->t4 = take(b, (size_t)(B * E * v3));
+    n->tok0 = take(b, (size_t)(B * E * v3));
+    n->tok0_mean = take(b, (size_t)(B * v3));
+    n->tok0_rstd = take(b, (size_t)(B * v3));
+
+    static const char *enc_prefix = "model_down.layers.%d", *dec_prefix = "encoder.layers.%d";
+    for (int i = 0; i < FINE_STAGES; i++) {
+        const fine_stage_dims *s = &m->enc[i];
+        int64_t L = tokens(s), C = s->C;
+        plan_layer(n, &n->enc[i], b, s, enc_prefix, i, c->depths[i]);
+        n->skip[i] = take(b, (size_t)(B * L * C));
+        n->skip_mean[i] = take(b, (size_t)(B * L));
+        n->skip_rstd[i] = take(b, (size_t)(B * L));
+        if (i < FINE_STAGES - 1) {
+            n->dg[i] = take(b, (size_t)(B * L * C));
+            n->dln[i] = take(b, (size_t)(B * L * C));
+            n->dln_mean[i] = take(b, (size_t)(B * L));
+            n->dln_rstd[i] = take(b, (size_t)(B * L));
+            n->dcf[i] = take(b, (size_t)(B * L * C));
+            int64_t out[3];
+            n->down[i] = conv_plan(n, b, C, s->res, 2 * C, 2, s222, 0, out);
+            n->down[i].s.pad[0] = n->down[i].s.pad[1] = n->down[i].s.pad[2] = 0;
+            n->down_tok[i] = take(b, (size_t)(B * L / 8 * 2 * C));
+        }
+    }
+    for (int k = FINE_STAGES - 2; k >= 0; k--) {
+        const fine_stage_dims *s = &m->dec[k];
+        int64_t L = tokens(s), C = s->C, Lin = L / 8;
+        n->uln[k] = take(b, (size_t)(B * Lin * 2 * C));
+        n->uln_mean[k] = take(b, (size_t)(B * Lin));
+        n->uln_rstd[k] = take(b, (size_t)(B * Lin));
+        fine_convT3d_shape *u = &n->up_s[k];
+        memset(u, 0, sizeof *u);
+        u->B = B, u->Cin = 2 * C, u->D = s->res[0] / 2, u->H = s->res[1] / 2, u->W = s->res[2] / 2;
+        u->Cout = C, u->k[0] = u->k[1] = u->k[2] = 2, u->out_channels_last = 1;
+        if (fine_convT3d_scratch(u) > n->conv_scratch_n)
+            n->conv_scratch_n = fine_convT3d_scratch(u);
+        n->up[k] = take(b, (size_t)(B * L * C));
+        n->dec_in[k] = take(b, (size_t)(B * L * C));
+        plan_layer(n, &n->dec[k], b, s, dec_prefix, k, c->dec_depths[FINE_STAGES - 2 - k]);
+    }
+    for (int h = 0; h < 2; h++) {
+        const fine_stage_dims *s = &m->dec[h];
+        fine_convT3d_shape *t = &n->head_s[h];
+        memset(t, 0, sizeof *t);
+        t->B = B, t->Cin = s->C, t->D = s->res[0], t->H = s->res[1], t->W = s->res[2];
+        t->Cout = K;
+        t->k[0] = c->patch[0] * (h + 1), t->k[1] = c->patch[1], t->k[2] = c->patch[2];
+        t->out_channels_last = 0;
+        if (fine_convT3d_scratch(t) > n->conv_scratch_n)
+            n->conv_scratch_n = fine_convT3d_scratch(t);
+        size_t numel = (size_t)(B * K * t->D * t->k[0] * t->H * t->k[1] * t->W * t->k[2]);
+        n->logits[h] = take(b, numel);
+        need_act(n, numel);
+    }
+    n->conv_scratch = take(b, n->conv_scratch_n);
+    n->ga = take(b, n->max_act);
+    n->gb = take(b, n->max_act);
+    n->gc = take(b, n->max_act);
+    n->gd = take(b, n->max_act);
+    n->ge = take(b, 2 * n->max_act); /* the MLP backward's two hidden-sized buffers */
+    n->gw1 = take(b, n->max_win);
+    n->gw2 = take(b, n->max_win);
+    n->gw3 = take(b, n->max_win);
+    n->gw4 = take(b, n->max_win);
+    n->gw5 = take(b, n->max_win);
+}
+
+fine_net *fine_net_plan(const fine_model *m, int B, fine_err *e)
+{
+    fine_net *n = calloc(1, sizeof *n);
+    if (!n) {
+        fine_err_set(e, "out of memory");
+        return NULL;
+    }
+    n->B = B;
+    n->m = m;
+    bump b = {NULL, 0};
+    plan(n, &b);
+    n->bytes = b.off;
+    n->arena = aligned_alloc(64, (b.off + 63) / 64 * 64);
+    n->vt = calloc((size_t)B * NVT, sizeof(int));
+    if (!n->arena || !n->vt) {
+        fine_err_set(e, "out of memory: activations for batch %d need %.2f GB", B, (double)b.off / 1e9);
+        free(n->arena);
+        free(n->vt);
+        free(n);
+        return NULL;
+    }
+    b.base = n->arena;
+    b.off = 0;
+    plan(n, &b);
+    for (int i = 0; i < FINE_STAGES; i++)
+        if (n->enc[i].mask)
+            fine_shift_mask(n->enc[i].mask, m->enc[i].res[0], m->enc[i].res[1], m->enc[i].res[2],
+                            m->enc[i].ws, m->enc[i].shift);
+    for (int k = 0; k < FINE_STAGES - 1; k++)
+        if (n->dec[k].mask)
+            fine_shift_mask(n->dec[k].mask, m->dec[k].res[0], m->dec[k].res[1], m->dec[k].res[2],
+                            m->dec[k].ws, m->dec[k].shift);
+    return n;
+}
+
+size_t fine_net_plan_bytes(const fine_model *m, int B)
+{
+    fine_net n;
+    memset(&n, 0, sizeof n);
+    n.B = B;
+    n.m = m;
+    bump b = {NULL, 0};
+    plan(&n, &b);
+    return b.off;
+}
+
+void fine_net_free(fine_net *n)
+{
+    if (!n)
+        return;
+    free(n->arena);
+    free(n->vt);
+    free(n);
+}
+
+size_t fine_net_bytes(const fine_net *n)
+{
+    return n->bytes;
+}
+
+float *fine_net_logits(fine_net *n, int head)
+{
+    return n->logits[head];
+}
+
+void fine_net_logits_shape(const fine_net *n, int head, int64_t shape[5])
+{
+    const fine_convT3d_shape *t = &n->head_s[head];
+    shape[0] = t->B;
+    shape[1] = t->Cout;
+    shape[2] = t->D * t->k[0];
+    shape[3] = t->H * t->k[1];
+    shape[4] = t->W * t->k[2];
+}
+
+int64_t fine_net_logits_numel(const fine_net *n, int head)
+{
+    int64_t s[5];
+    fine_net_logits_shape(n, head, s);
+    return s[0] * s[1] * s[2] * s[3] * s[4];
+}
+
+/* ------------------------------------------------------------------ drop path */
+
+static uint64_t splitmix(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Fills count scales with 0 or 1/keep (timm DropPath) or all 1 when off. */
+static void drop_path_scales(float *scale, int64_t count, double rate, int train, uint64_t *rng)
+{
+    for (int64_t i = 0; i < count; i++) {
+        if (!train || rate <= 0) {
+            scale[i] = 1.0f;
+            continue;
+        }
+        double u = (double)(splitmix(rng) >> 11) / 9007199254740992.0;
+        double keep = 1.0 - rate;
+        scale[i] = u < keep ? (float)(1.0 / keep) : 0.0f;
+    }
+}
+
+/* y (rows of C per sample) *= scale[sample] */
+static void scale_rows(float *y, const float *scale, int64_t samples, int64_t rows, int64_t C)
+{
+    for (int64_t s = 0; s < samples; s++) {
+        if (scale[s] == 1.0f)
+            continue;
+        float f = scale[s];
+        float *p = y + s * rows * C;
+        for (int64_t i = 0; i < rows * C; i++)
+            p[i] *= f;
+    }
+}
+
+/* The drop-path rate of block j of encoder stage i or decoder stage k (B 1.1). */
+static double block_rate(const fine_config *c, int decoder, int stage, int j)
+{
+    int total = 0, before = 0;
+    if (!decoder) {
+        for (int i = 0; i < FINE_STAGES; i++) {
+            if (i < stage)
+                before += c->depths[i];
+            total += c->depths[i];
+        }
+    } else {
+        /* decoder layers are built deepest first: i_layer = FINE_STAGES - 2 - k */
+        int il = FINE_STAGES - 2 - stage;
+        for (int i = 0; i < FINE_STAGES - 1; i++) {
+            if (i < il)
+                before += c->dec_depths[i];
+            total += c->dec_depths[i];
+        }
+    }
+    int idx = before + j;
+    return total > 1 ? c->drop_path * (double)idx / (double)(total - 1) : 0.0;
+}
+
+/* ------------------------------------------------------------------ forward */
+
+static void gelu_ln(float *act, float *t, float *ln, float *mean, float *rstd, float *cf, const float *in,
+                    const float *w, const float *b, int64_t B, int64_t C, int64_t V, int do_gelu)
+{
+    const float *src = in;
+    if (do_gelu) {
+        fine_gelu_forward(act, in, B * C * V);
+        src = act;
+    }
+    fine_to_channels_last(t, src, B, C, V);
+    fine_layernorm_forward(ln, mean, rstd, t, w, b, B * V, C);
+    if (cf)
+        fine_to_channels_first(cf, ln, B, C, V);
+}
+
+/* Copies rows: dst[r] = src[r] for r in windows, with a stride (pack [g ; window] sequences). */
+static void pack_sequences(float *seq, const float *gt, const float *win, int64_t Bw, int64_t N, int64_t C)
+{
+    for (int64_t w = 0; w < Bw; w++) {
+        memcpy(seq + w * (N + 1) * C, gt + w * C, (size_t)C * sizeof(float));
+        memcpy(seq + (w * (N + 1) + 1) * C, win + w * N * C, (size_t)(N * C) * sizeof(float));
+    }
+}
+
+static void unpack_sequences(float *gt, float *win, const float *seq, int64_t Bw, int64_t N, int64_t C)
+{
+    for (int64_t w = 0; w < Bw; w++) {
+        if (gt)
+            memcpy(gt + w * C, seq + w * (N + 1) * C, (size_t)C * sizeof(float));
+        memcpy(win + w * N * C, seq + (w * (N + 1) + 1) * C, (size_t)(N * C) * sizeof(float));
+    }
+}
+
+static void mlp_forward(float *out, float *fc1, float *act, const float *in, const fine_model *m,
+                        const char *bp, int64_t rows, int64_t C, int64_t hid)
+{
+    float *w = m->w;
+    fine_linear_forward(fc1, in, fine_model_view(m, w, "%s.mlp.fc1.weight", bp),
+                        fine_model_view(m, w, "%s.mlp.fc1.bias", bp), rows, C, hid);
+    fine_gelu_forward(act, fc1, rows * hid);
+    fine_linear_forward(out, act, fine_model_view(m, w, "%s.mlp.fc2.weight", bp),
+                        fine_model_view(m, w, "%s.mlp.fc2.bias", bp), rows, hid, C);
+}
+
+static void layer_forward(fine_net *n, fine_model *m, layer_acts *la, int decoder, int train, uint64_t *rng)
+{
+    const fine_stage_dims *s = la->s;
+    int64_t B = n->B, L = tokens(s), C = s->C, h = s->heads, N = (int64_t)s->ws * s->ws * s->ws;
+    int64_t T = N + 1, Bw = B * s->nW, hid = hidden_of(m, C), nW = s->nW, U = NVT + nW;
+    float *w = m->w;
+    char lp[64], bp[96];
+    snprintf(lp, sizeof lp, la->prefix, la->index);
+    const float *gtok = fine_model_view(m, w, "%s.global_token", lp);
+    for (int64_t r = 0; r < Bw; r++)
+        memcpy(la->gt0 + r * C, gtok, (size_t)C * sizeof(float));
+    const float *x = la->in;
+    const float *g = la->gt0;
+    float *tmp = n->ga, *tmp2 = n->gb;
+    for (int j = 0; j < la->depth; j++) {
+        block_acts *k = &la->blk[j];
+        snprintf(bp, sizeof bp, "%s.blocks.%d", lp, j);
+        int shift = j % 2 ? s->shift : 0;
+        double rate = block_rate(&m->cfg, decoder, la->index, j);
+        /* window attention with the memory token as token 0 */
+        fine_layernorm_forward(k->ln1, k->ln1_mean, k->ln1_rstd, x, fine_model_view(m, w, "%s.norm1.weight", bp),
+                               fine_model_view(m, w, "%s.norm1.bias", bp), B * L, C);
+        fine_window_partition(tmp, k->ln1, B, s->res[0], s->res[1], s->res[2], C, s->ws, shift);
+        pack_sequences(k->seq, g, tmp, Bw, N, C);
+        fine_linear_forward(k->qkv, k->seq, fine_model_view(m, w, "%s.attn.qkv.weight", bp),
+                            fine_model_view(m, w, "%s.attn.qkv.bias", bp), Bw * T, C, 3 * C);
+        fine_relpos_bias(k->bias, fine_model_view(m, w, "%s.attn.relative_position_bias_table", bp), m->relpos,
+                         (int)h, (int)N);
+        fine_attn_shape as = {Bw, T, C, (int)h, 1, shift ? nW : 0};
+        fine_attention_forward(&as, k->ao, k->att, k->qkv, k->bias, shift ? la->mask : NULL, NULL);
+        fine_linear_forward(k->po, k->ao, fine_model_view(m, w, "%s.attn.proj.weight", bp),
+                            fine_model_view(m, w, "%s.attn.proj.bias", bp), Bw * T, C, C);
+        unpack_sequences(NULL, tmp, k->po, Bw, N, C);
+        fine_window_reverse(tmp2, tmp, B, s->res[0], s->res[1], s->res[2], C, s->ws, shift);
+        drop_path_scales(k->dpx1, B, rate, train, rng);
+        drop_path_scales(k->dpx2, B, rate, train, rng);
+        scale_rows(tmp2, k->dpx1, B, L, C);
+        fine_add(k->x1, x, tmp2, B * L * C);
+        fine_layernorm_forward(k->ln2, k->ln2_mean, k->ln2_rstd, k->x1, fine_model_view(m, w, "%s.norm2.weight", bp),
+                               fine_model_view(m, w, "%s.norm2.bias", bp), B * L, C);
+        mlp_forward(tmp2, k->fc1, k->act, k->ln2, m, bp, B * L, C, hid);
+        scale_rows(tmp2, k->dpx2, B, L, C);
+        fine_add(k->out, k->x1, tmp2, B * L * C);
+        if (k->has_gt) {
+            /* memory tokens: residual, the shared MLP, then attention with the volume tokens */
+            drop_path_scales(k->dpg1, Bw, rate, train, rng);
+            drop_path_scales(k->dpg2, Bw, rate, train, rng);
+            for (int64_t r = 0; r < Bw; r++) {
+                const float *go = k->po + r * T * C; /* token 0 of window r */
+                for (int64_t c = 0; c < C; c++)
+                    k->g1[r * C + c] = g[r * C + c] + k->dpg1[r] * go[c];
+            }
+            fine_layernorm_forward(k->gln, k->gln_mean, k->gln_rstd, k->g1, fine_model_view(m, w, "%s.norm2.weight", bp),
+                                   fine_model_view(m, w, "%s.norm2.bias", bp), Bw, C);
+            mlp_forward(tmp, k->gfc1, k->gact, k->gln, m, bp, Bw, C, hid);
+            scale_rows(tmp, k->dpg2, Bw, 1, C);
+            fine_add(k->g2, k->g1, tmp, Bw * C);
+            const float *vt = fine_model_view(m, w, "%s.volume_token", lp);
+            const float *pe = fine_model_view(m, w, "%s.pe", lp);
+            for (int64_t b = 0; b < B; b++) {
+                float *ub = k->u + b * U * C;
+                for (int q = 0; q < NVT; q++)
+                    memcpy(ub + q * C, vt + (int64_t)n->vt[b * NVT + q] * C, (size_t)C * sizeof(float));
+                for (int64_t r = 0; r < nW; r++)
+                    for (int64_t c = 0; c < C; c++)
+                        ub[(NVT + r) * C + c] = k->g2[(b * nW + r) * C + c] + pe[r * C + c];
+            }
+            fine_linear_forward(k->uqkv, k->u, fine_model_view(m, w, "%s.gt_attn.qkv.weight", bp),
+                                fine_model_view(m, w, "%s.gt_attn.qkv.bias", bp), B * U, C, 3 * C);
+            fine_attn_shape us = {B, U, C, (int)h, 0, 0};
+            fine_attention_forward(&us, k->uao, k->uatt, k->uqkv, NULL, NULL, NULL);
+            fine_linear_forward(k->upo, k->uao, fine_model_view(m, w, "%s.gt_attn.proj.weight", bp),
+                                fine_model_view(m, w, "%s.gt_attn.proj.bias", bp), B * U, C, C);
+            /* the next block's memory tokens: rows NVT.. of each sample, window-major */
+            for (int64_t b = 0; b < B; b++)
+                memcpy(k->gnext + b * nW * C, k->upo + (b * U + NVT) * C, (size_t)(nW * C) * sizeof(float));
+            g = k->gnext;
+        }
+        x = k->out;
+    }
+}
+
+void fine_net_forward(fine_net *n, fine_model *m, const float *x, const int64_t *pos, int train, uint64_t dp_seed)
+{
+    const fine_config *c = &m->cfg;
+    int64_t B = n->B, E = c->embed_dim, H = E / 2;
+    float *w = m->w;
+    uint64_t rng = dp_seed;
+    n->x = x;
+    /* volume tokens and the visitation counter (B 2.7: an indexed increment, once per index) */
+    for (int64_t b = 0; b < B; b++)
+        fine_pos_to_vt(c, pos + b * 3, n->vt + b * NVT);
+    {
+        unsigned char *mark = calloc((size_t)m->nV, 1);
+        for (int64_t i = 0; mark && i < B * NVT; i++)
+            mark[n->vt[i]] = 1;
+        for (int v = 0; mark && v < m->nV; v++)
+            if (mark[v])
+                m->vt_check[v] += 1.0f;
+        free(mark);
+    }
+
+    /* patch embedding */
+    int64_t r1[3];
+    fine_conv3d_out_size(&n->c1.s, &r1[0], &r1[1], &r1[2]);
+    int64_t v1 = r1[0] * r1[1] * r1[2];
+    int64_t r3[3];
+    fine_conv3d_out_size(&n->c3.s, &r3[0], &r3[1], &r3[2]);
+    int64_t v3 = r3[0] * r3[1] * r3[2];
+    const char *pe = "model_down.patch_embed";
+    fine_conv3d_forward(&n->c1.s, n->c1.out, x, fine_model_view(m, w, "%s.proj1.conv1.weight", pe),
+                        fine_model_view(m, w, "%s.proj1.conv1.bias", pe), n->conv_scratch);
+    gelu_ln(n->a1, n->t1, n->n1, n->n1_mean, n->n1_rstd, n->n1cf, n->c1.out,
+            fine_model_view(m, w, "%s.proj1.norm1.weight", pe), fine_model_view(m, w, "%s.proj1.norm1.bias", pe),
+            B, H, v1, 1);
+    fine_conv3d_forward(&n->c2.s, n->c2.out, n->n1cf, fine_model_view(m, w, "%s.proj1.conv2.weight", pe),
+                        fine_model_view(m, w, "%s.proj1.conv2.bias", pe), n->conv_scratch);
+    gelu_ln(n->a2, n->t2, n->n2, n->n2_mean, n->n2_rstd, n->n2cf, n->c2.out,
+            fine_model_view(m, w, "%s.proj1.norm2.weight", pe), fine_model_view(m, w, "%s.proj1.norm2.bias", pe),
+            B, H, v1, 1);
+    fine_conv3d_forward(&n->c3.s, n->c3.out, n->n2cf, fine_model_view(m, w, "%s.proj2.conv1.weight", pe),
+                        fine_model_view(m, w, "%s.proj2.conv1.bias", pe), n->conv_scratch);
+    gelu_ln(n->a3, n->t3, n->n3, n->n3_mean, n->n3_rstd, n->n3cf, n->c3.out,
+            fine_model_view(m, w, "%s.proj2.norm1.weight", pe), fine_model_view(m, w, "%s.proj2.norm1.bias", pe),
+            B, E, v3, 1);
+    fine_conv3d_forward(&n->c4.s, n->c4.out, n->n3cf, fine_model_view(m, w, "%s.proj2.conv2.weight", pe),
+                        fine_model_view(m, w, "%s.proj2.conv2.bias", pe), n->conv_scratch);
+    gelu_ln(NULL, n->t4, n->tok0, n->tok0_mean, n->tok0_rstd, NULL, n->c4.out,
+            fine_model_view(m, w, "%s.norm.weight", pe), fine_model_view(m, w, "%s.norm.bias", pe), B, E, v3, 0);
+
+    /* encoder: blocks, skip norm, patch merging (GELU -> LN -> conv k2 s2) */
+    const float *in = n->tok0;
+    for (int i = 0; i < FINE_STAGES; i++) {
+        const fine_stage_dims *s = &m->enc[i];
+        int64_t L = tokens(s), C = s->C;
+        layer_acts *la = &n->enc[i];
+        la->in = (float *)in;
+        layer_forward(n, m, la, 0, train, &rng);
+        const float *out = la->blk[la->depth - 1].out;
+        fine_layernorm_forward(n->skip[i], n->skip_mean[i], n->skip_rstd[i], out,
+                               fine_model_view(m, w, "model_down.norm%d.weight", i),
+                               fine_model_view(m, w, "model_down.norm%d.bias", i), B * L, C);
+        if (i < FINE_STAGES - 1) {
+            fine_gelu_forward(n->dg[i], out, B * L * C);
+            fine_layernorm_forward(n->dln[i], n->dln_mean[i], n->dln_rstd[i], n->dg[i],
+                                   fine_model_view(m, w, "model_down.layers.%d.downsample.norm.weight", i),
+                                   fine_model_view(m, w, "model_down.layers.%d.downsample.norm.bias", i), B * L, C);
+            fine_to_channels_first(n->dcf[i], n->dln[i], B, C, L);
+            fine_conv3d_forward(&n->down[i].s, n->down[i].out, n->dcf[i],
+                                fine_model_view(m, w, "model_down.layers.%d.downsample.reduction.weight", i),
+                                fine_model_view(m, w, "model_down.layers.%d.downsample.reduction.bias", i),
+                                n->conv_scratch);
+            fine_to_channels_last(n->down_tok[i], n->down[i].out, B, 2 * C, L / 8);
+            in = n->down_tok[i];
+        }
+    }
+
+    /* decoder: LN -> convT k2 s2 -> + skip -> blocks, from the deepest stage up */
+    in = n->skip[FINE_STAGES - 1];
+    for (int k = FINE_STAGES - 2; k >= 0; k--) {
+        const fine_stage_dims *s = &m->dec[k];
+        int64_t L = tokens(s), C = s->C;
+        fine_layernorm_forward(n->uln[k], n->uln_mean[k], n->uln_rstd[k], in,
+                               fine_model_view(m, w, "encoder.layers.%d.Upsample.norm.weight", k),
+                               fine_model_view(m, w, "encoder.layers.%d.Upsample.norm.bias", k), B * L / 8, 2 * C);
+        fine_convT3d_forward(&n->up_s[k], n->up[k], n->uln[k],
+                             fine_model_view(m, w, "encoder.layers.%d.Upsample.up.weight", k),
+                             fine_model_view(m, w, "encoder.layers.%d.Upsample.up.bias", k), n->conv_scratch);
+        fine_add(n->dec_in[k], n->up[k], n->skip[k], B * L * C);
+        layer_acts *la = &n->dec[k];
+        la->in = n->dec_in[k];
+        layer_forward(n, m, la, 1, train, &rng);
+        in = la->blk[la->depth - 1].out;
+    }
+    /* heads: final.0 on the last decoder stage, final.1 on the one before */
+    for (int h = 0; h < 2; h++) {
+        layer_acts *la = &n->dec[h];
+        fine_convT3d_forward(&n->head_s[h], n->logits[h], la->blk[la->depth - 1].out,
+                             fine_model_view(m, w, "final.%d.up.weight", h),
+                             fine_model_view(m, w, "final.%d.up.bias", h), n->conv_scratch);
+    }
+}
+
+/* ------------------------------------------------------------------ backward */
+
+static void mlp_backward(float *din, const float *dout, const float *in, const float *fc1, const float *act,
+                         const fine_model *m, float *grad, const char *bp, int64_t rows, int64_t C, int64_t hid,
+                         float *dact)
+{
+    const float *w = m->w;
+    memset(dact, 0, (size_t)(rows * hid) * sizeof(float));
+    fine_linear_backward(dact, fine_model_view(m, grad, "%s.mlp.fc2.weight", bp),
+                         fine_model_view(m, grad, "%s.mlp.fc2.bias", bp), dout, act,
+                         fine_model_view(m, (float *)w, "%s.mlp.fc2.weight", bp), rows, hid, C);
+    float *dfc1 = dact + rows * hid;
+    memset(dfc1, 0, (size_t)(rows * hid) * sizeof(float));
+    fine_gelu_backward(dfc1, dact, fc1, rows * hid);
+    fine_linear_backward(din, fine_model_view(m, grad, "%s.mlp.fc1.weight", bp),
+                         fine_model_view(m, grad, "%s.mlp.fc1.bias", bp), dfc1, in,
+                         fine_model_view(m, (float *)w, "%s.mlp.fc1.weight", bp), rows, C, hid);
+}
+
+/* Backward through one layer. dout: gradient of the layer output (B*L, C), consumed.
+ * dx: += gradient of the layer input. */
+static void layer_backward(fine_net *n, const fine_model *m, layer_acts *la, float *grad, float *dout, float *dx)
+{
+    const fine_stage_dims *s = la->s;
+    int64_t B = n->B, L = tokens(s), C = s->C, h = s->heads, N = (int64_t)s->ws * s->ws * s->ws;
+    int64_t T = N + 1, Bw = B * s->nW, hid = hidden_of(m, C), nW = s->nW, U = NVT + nW;
+    const float *w = m->w;
+    char lp[64], bp[96];
+    snprintf(lp, sizeof lp, la->prefix, la->index);
+    float *dgnext = NULL; /* (Bw, C) gradient of the memory tokens the next block received */
+    float *dg_keep = n->gw5;
+    for (int j = la->depth - 1; j >= 0; j--) {
+        block_acts *k = &la->blk[j];
+        snprintf(bp, sizeof bp, "%s.blocks.%d", lp, j);
+        int shift = j % 2 ? s->shift : 0;
+        const float *xin = j == 0 ? la->in : la->blk[j - 1].out;
+        /* scratch: gc, gd token-sized; ge two hidden-sized; gw1..gw5 window-sized */
+        float *dx1 = n->gc, *tmp = n->gd, *dbig = n->ge;
+        float *dseq = n->gw1, *dqkv = n->gw2, *dao = n->gw3, *dpo = n->gw4;
+        /* x2 = x1 + DP2(MLP(LN2(x1))) */
+        memcpy(dx1, dout, (size_t)(B * L * C) * sizeof(float));
+        memcpy(tmp, dout, (size_t)(B * L * C) * sizeof(float));
+        scale_rows(tmp, k->dpx2, B, L, C);
+        float *dln2 = dout; /* dout is consumed: reuse as dLN2 */
+        memset(dln2, 0, (size_t)(B * L * C) * sizeof(float));
+        mlp_backward(dln2, tmp, k->ln2, k->fc1, k->act, m, grad, bp, B * L, C, hid, dbig);
+        fine_layernorm_backward(dx1, fine_model_view(m, grad, "%s.norm2.weight", bp),
+                                fine_model_view(m, grad, "%s.norm2.bias", bp), dln2, k->x1,
+                                fine_model_view(m, (float *)w, "%s.norm2.weight", bp), k->ln2_mean, k->ln2_rstd,
+                                B * L, C);
+        /* memory-token branch (this block produced the next block's memory tokens) */
+        float *dg_in = NULL; /* (Bw, C): gradient of this block's memory tokens g */
+        memset(dpo, 0, (size_t)(Bw * T * C) * sizeof(float));
+        if (k->has_gt) {
+            /* dupo rows NVT.. = dgnext */
+            float *dupo = n->gw3; /* (B, U, C) */
+            memset(dupo, 0, (size_t)(B * U * C) * sizeof(float));
+            for (int64_t b = 0; b < B; b++)
+                memcpy(dupo + (b * U + NVT) * C, dgnext + b * nW * C, (size_t)(nW * C) * sizeof(float));
+            float *duao = n->gw1;
+            memset(duao, 0, (size_t)(B * U * C) * sizeof(float));
+            fine_linear_backward(duao, fine_model_view(m, grad, "%s.gt_attn.proj.weight", bp),
+                                 fine_model_view(m, grad, "%s.gt_attn.proj.bias", bp), dupo, k->uao,
+                                 fine_model_view(m, (float *)w, "%s.gt_attn.proj.weight", bp), B * U, C, C);
+            float *duqkv = n->gw2;
+            memset(duqkv, 0, (size_t)(B * U * 3 * C) * sizeof(float));
+            fine_attn_shape us = {B, U, C, (int)h, 0, 0};
+            fine_attention_backward(&us, duqkv, NULL, duao, k->uqkv, k->uatt);
+            float *du = n->gw3;
+            memset(du, 0, (size_t)(B * U * C) * sizeof(float));
+            fine_linear_backward(du, fine_model_view(m, grad, "%s.gt_attn.qkv.weight", bp),
+                                 fine_model_view(m, grad, "%s.gt_attn.qkv.bias", bp), duqkv, k->u,
+                                 fine_model_view(m, (float *)w, "%s.gt_attn.qkv.weight", bp), B * U, C, 3 * C);
+            float *dvt = fine_model_view(m, grad, "%s.volume_token", lp);
+            float *dpe = fine_model_view(m, grad, "%s.pe", lp);
+            float *dg2 = n->gw1; /* (Bw, C) */
+            for (int64_t b = 0; b < B; b++) {
+                const float *db = du + b * U * C;
+                for (int q = 0; q < NVT; q++)
+                    fine_accumulate(dvt + (int64_t)n->vt[b * NVT + q] * C, db + q * C, C);
+                for (int64_t r = 0; r < nW; r++) {
+                    fine_accumulate(dpe + r * C, db + (NVT + r) * C, C);
+                    memcpy(dg2 + (b * nW + r) * C, db + (NVT + r) * C, (size_t)C * sizeof(float));
+                }
+            }
+            /* g2 = g1 + DP(MLP(LN2(g1))) */
+            float *dg1 = n->gw2;
+            memcpy(dg1, dg2, (size_t)(Bw * C) * sizeof(float));
+            scale_rows(dg2, k->dpg2, Bw, 1, C);
+            float *dgln = n->gw4;
+            memset(dgln, 0, (size_t)(Bw * C) * sizeof(float));
+            mlp_backward(dgln, dg2, k->gln, k->gfc1, k->gact, m, grad, bp, Bw, C, hid, dbig);
+            fine_layernorm_backward(dg1, fine_model_view(m, grad, "%s.norm2.weight", bp),
+                                    fine_model_view(m, grad, "%s.norm2.bias", bp), dgln, k->g1,
+                                    fine_model_view(m, (float *)w, "%s.norm2.weight", bp), k->gln_mean,
+                                    k->gln_rstd, Bw, C);
+            /* g1 = g + DP1(po[:, 0]) */
+            memset(dpo, 0, (size_t)(Bw * T * C) * sizeof(float));
+            for (int64_t r = 0; r < Bw; r++)
+                for (int64_t c = 0; c < C; c++)
+                    dpo[r * T * C + c] = k->dpg1[r] * dg1[r * C + c];
+            memcpy(dg_keep, dg1, (size_t)(Bw * C) * sizeof(float));
+            dg_in = dg_keep;
+        }
+        /* x1 = x + DP1(reverse(po[:, 1:])) */
+        fine_accumulate(dx, dx1, B * L * C); /* residual */
+        memcpy(tmp, dx1, (size_t)(B * L * C) * sizeof(float));
+        scale_rows(tmp, k->dpx1, B, L, C);
+        /* window-order gradient of po[:, 1:] */
+        float *dwin = dx1; /* dx1 no longer needed */
+        fine_window_partition(dwin, tmp, B, s->res[0], s->res[1], s->res[2], C, s->ws, shift);
+        for (int64_t r = 0; r < Bw; r++)
+            memcpy(dpo + (r * T + 1) * C, dwin + r * N * C, (size_t)(N * C) * sizeof(float));
+        memset(dao, 0, (size_t)(Bw * T * C) * sizeof(float));
+        fine_linear_backward(dao, fine_model_view(m, grad, "%s.attn.proj.weight", bp),
+                             fine_model_view(m, grad, "%s.attn.proj.bias", bp), dpo, k->ao,
+                             fine_model_view(m, (float *)w, "%s.attn.proj.weight", bp), Bw * T, C, C);
+        memset(dqkv, 0, (size_t)(Bw * T * 3 * C) * sizeof(float));
+        float *dbias = tmp; /* (h, N, N) */
+        memset(dbias, 0, (size_t)(h * N * N) * sizeof(float));
+        fine_attn_shape as = {Bw, T, C, (int)h, 1, shift ? nW : 0};
+        fine_attention_backward(&as, dqkv, dbias, dao, k->qkv, k->att);
+        fine_relpos_bias_backward(fine_model_view(m, grad, "%s.attn.relative_position_bias_table", bp), dbias,
+                                  m->relpos, (int)h, (int)N);
+        memset(dseq, 0, (size_t)(Bw * T * C) * sizeof(float));
+        fine_linear_backward(dseq, fine_model_view(m, grad, "%s.attn.qkv.weight", bp),
+                             fine_model_view(m, grad, "%s.attn.qkv.bias", bp), dqkv, k->seq,
+                             fine_model_view(m, (float *)w, "%s.attn.qkv.weight", bp), Bw * T, C, 3 * C);
+        /* memory token gradient: token 0 of every sequence */
+        float *dgt = n->gw2; /* (Bw, C) */
+        for (int64_t r = 0; r < Bw; r++)
+            memcpy(dgt + r * C, dseq + r * T * C, (size_t)C * sizeof(float));
+        if (dg_in)
+            fine_accumulate(dgt, dg_in, Bw * C);
+        unpack_sequences(NULL, dwin, dseq, Bw, N, C);
+        float *dln1 = tmp;
+        memset(dln1, 0, (size_t)(B * L * C) * sizeof(float));
+        fine_window_partition_acc(dln1, dwin, B, s->res[0], s->res[1], s->res[2], C, s->ws, shift);
+        fine_layernorm_backward(dx, fine_model_view(m, grad, "%s.norm1.weight", bp),
+                                fine_model_view(m, grad, "%s.norm1.bias", bp), dln1, xin,
+                                fine_model_view(m, (float *)w, "%s.norm1.weight", bp), k->ln1_mean, k->ln1_rstd,
+                                B * L, C);
+        /* the memory tokens g of this block came from the previous block's gt attention, or
+         * from the layer's global token */
+        if (j > 0) {
+            memcpy(dg_keep, dgt, (size_t)(Bw * C) * sizeof(float));
+            dgnext = dg_keep;
+        } else {
+            float *dtok = fine_model_view(m, grad, "%s.global_token", lp);
+            for (int64_t r = 0; r < Bw; r++)
+                fine_accumulate(dtok, dgt + r * C, C);
+        }
+        /* the next (earlier) block's output gradient is dx: hand it over as dout */
+        if (j > 0) {
+            memcpy(dout, dx, (size_t)(B * L * C) * sizeof(float));
+            memset(dx, 0, (size_t)(B * L * C) * sizeof(float));
+        }
+    }
+}
+
+static void ln_backward_cf(float *dcf_in, float *tmp_t, float *tmp_ln, const float *dln_cf, const float *t,
+                           const float *mean, const float *rstd, const fine_model *m, float *grad, const char *wname,
+                           const char *bname, int64_t B, int64_t C, int64_t V)
+{
+    /* dln_cf (B, C, V) channels-first -> channels-last, LN backward into tmp_t (channels-last),
+     * then back to channels-first, accumulated into dcf_in */
+    fine_to_channels_last(tmp_ln, dln_cf, B, C, V);
+    memset(tmp_t, 0, (size_t)(B * C * V) * sizeof(float));
+    fine_layernorm_backward(tmp_t, fine_model_view(m, grad, "%s", wname), fine_model_view(m, grad, "%s", bname),
+                            tmp_ln, t, fine_model_view(m, m->w, "%s", wname), mean, rstd, B * V, C);
+    fine_to_channels_last_backward(dcf_in, tmp_t, B, C, V);
+}
+
+void fine_net_backward(fine_net *n, const fine_model *m, float *grad, const float *dlog0, const float *dlog1,
+                       float *dx_in)
+{
+    const fine_config *c = &m->cfg;
+    int64_t B = n->B, E = c->embed_dim, H = E / 2;
+    const float *w = m->w;
+    /* Decoder stages in reverse order of the forward: k = 0 (ran last) up to the deepest.
+     * da: gradient of the stage's output (consumed), db: gradient of its input. The gradient
+     * of each skip connection is kept in the dead activation up[k] until the encoder needs it. */
+    float *da = n->ga, *db = n->gb;
+    float *dprev = NULL; /* gradient of the output of the stage feeding this one's Upsample */
+    for (int k = 0; k <= FINE_STAGES - 2; k++) {
+        const fine_stage_dims *s = &m->dec[k];
+        int64_t L = tokens(s), C = s->C;
+        layer_acts *la = &n->dec[k];
+        const float *out = la->blk[la->depth - 1].out;
+        memset(da, 0, (size_t)(B * L * C) * sizeof(float));
+        if (k < 2) {
+            const float *dl = k == 0 ? dlog0 : dlog1;
+            if (dl)
+                fine_convT3d_backward(&n->head_s[k], da, fine_model_view(m, grad, "final.%d.up.weight", k),
+                                      fine_model_view(m, grad, "final.%d.up.bias", k), dl, out,
+                                      fine_model_view(m, (float *)w, "final.%d.up.weight", k), n->conv_scratch);
+        }
+        if (dprev)
+            fine_accumulate(da, dprev, B * L * C);
+        memset(db, 0, (size_t)(B * L * C) * sizeof(float));
+        layer_backward(n, m, la, grad, da, db);
+        /* db = d(dec_in[k]) = d(up[k]) = d(skip[k]); keep d(skip[k]) in up[k] (dead now) */
+        memcpy(n->up[k], db, (size_t)(B * L * C) * sizeof(float));
+        /* up = convT(LN(in)); in is the deeper stage's output (or skip3) */
+        int64_t Lin = L / 8;
+        float *duln = n->gc;
+        memset(duln, 0, (size_t)(B * Lin * 2 * C) * sizeof(float));
+        fine_convT3d_backward(&n->up_s[k], duln, fine_model_view(m, grad, "encoder.layers.%d.Upsample.up.weight", k),
+                              fine_model_view(m, grad, "encoder.layers.%d.Upsample.up.bias", k), db, n->uln[k],
+                              fine_model_view(m, (float *)w, "encoder.layers.%d.Upsample.up.weight", k),
+                              n->conv_scratch);
+        const float *in = k == FINE_STAGES - 2 ? n->skip[FINE_STAGES - 1]
+                                               : n->dec[k + 1].blk[n->dec[k + 1].depth - 1].out;
+        float *din = n->gd;
+        memset(din, 0, (size_t)(B * Lin * 2 * C) * sizeof(float));
+        fine_layernorm_backward(din, fine_model_view(m, grad, "encoder.layers.%d.Upsample.norm.weight", k),
+                                fine_model_view(m, grad, "encoder.layers.%d.Upsample.norm.bias", k), duln, in,
+                                fine_model_view(m, (float *)w, "encoder.layers.%d.Upsample.norm.weight", k),
+                                n->uln_mean[k], n->uln_rstd[k], B * Lin, 2 * C);
+        dprev = din;
+        if (k + 1 <= FINE_STAGES - 2) {
+            /* the deeper decoder stage's output gradient: carry in gb-free buffer */
+            memcpy(n->ge, din, (size_t)(B * Lin * 2 * C) * sizeof(float));
+            dprev = n->ge;
+        }
+    }
+    /* dprev is now d(skip[3]) (the decoder's input) */
+    float *dcur = n->ga; /* gradient of the current encoder stage output */
+    {
+        const fine_stage_dims *s = &m->enc[FINE_STAGES - 1];
+        int64_t L = tokens(s), C = s->C;
+        memcpy(n->gc, dprev, (size_t)(B * L * C) * sizeof(float));
+        memset(dcur, 0, (size_t)(B * L * C) * sizeof(float));
+        fine_layernorm_backward(dcur, fine_model_view(m, grad, "model_down.norm%d.weight", FINE_STAGES - 1),
+                                fine_model_view(m, grad, "model_down.norm%d.bias", FINE_STAGES - 1), n->gc,
+                                n->enc[FINE_STAGES - 1].blk[n->enc[FINE_STAGES - 1].depth - 1].out,
+                                fine_model_view(m, (float *)w, "model_down.norm%d.weight", FINE_STAGES - 1),
+                                n->skip_mean[FINE_STAGES - 1], n->skip_rstd[FINE_STAGES - 1], B * L, C);
+    }
+    for (int i = FINE_STAGES - 1; i >= 0; i--) {
+        const fine_stage_dims *s = &m->enc[i];
+        int64_t L = tokens(s), C = s->C;
+        layer_acts *la = &n->enc[i];
+        memset(n->gb, 0, (size_t)(B * L * C) * sizeof(float));
+        layer_backward(n, m, la, grad, dcur, n->gb);
+        /* n->gb = d(layer input) = d(previous stage's patch merging output tokens) */
+        if (i == 0)
+            break;
+        int j = i - 1;
+        const fine_stage_dims *sp = &m->enc[j];
+        int64_t Lp = tokens(sp), Cp = sp->C;
+        /* down_tok = cl(conv(cf(LN(GELU(out_j))))) */
+        fine_to_channels_first(n->gc, n->gb, B, 2 * Cp, Lp / 8); /* d(conv out) = transpose */
+        float *ddcf = n->gd;
+        memset(ddcf, 0, (size_t)(B * Lp * Cp) * sizeof(float));
+        fine_conv3d_backward(&n->down[j].s, ddcf,
+                             fine_model_view(m, grad, "model_down.layers.%d.downsample.reduction.weight", j),
+                             fine_model_view(m, grad, "model_down.layers.%d.downsample.reduction.bias", j), n->gc,
+                             n->dcf[j], fine_model_view(m, (float *)w, "model_down.layers.%d.downsample.reduction.weight", j),
+                             n->conv_scratch);
+        float *ddln = n->gc;
+        fine_to_channels_last(ddln, ddcf, B, Cp, Lp);
+        float *ddg = n->gd;
+        memset(ddg, 0, (size_t)(B * Lp * Cp) * sizeof(float));
+        fine_layernorm_backward(ddg, fine_model_view(m, grad, "model_down.layers.%d.downsample.norm.weight", j),
+                                fine_model_view(m, grad, "model_down.layers.%d.downsample.norm.bias", j), ddln,
+                                n->dg[j], fine_model_view(m, (float *)w, "model_down.layers.%d.downsample.norm.weight", j),
+                                n->dln_mean[j], n->dln_rstd[j], B * Lp, Cp);
+        const float *outj = n->enc[j].blk[n->enc[j].depth - 1].out;
+        memset(dcur, 0, (size_t)(B * Lp * Cp) * sizeof(float));
+        fine_gelu_backward(dcur, ddg, outj, B * Lp * Cp);
+        /* + skip path: d(skip_j) kept in dec up[j] (j <= 2) */
+        fine_layernorm_backward(dcur, fine_model_view(m, grad, "model_down.norm%d.weight", j),
+                                fine_model_view(m, grad, "model_down.norm%d.bias", j), n->up[j], outj,
+                                fine_model_view(m, (float *)w, "model_down.norm%d.weight", j), n->skip_mean[j],
+                                n->skip_rstd[j], B * Lp, Cp);
+    }
+    /* n->gb = d(tok0). Patch embedding backward. */
+    int64_t r1[3], r3[3];
+    fine_conv3d_out_size(&n->c1.s, &r1[0], &r1[1], &r1[2]);
+    fine_conv3d_out_size(&n->c3.s, &r3[0], &r3[1], &r3[2]);
+    int64_t v1 = r1[0] * r1[1] * r1[2], v3 = r3[0] * r3[1] * r3[2];
+    const char *pe = "model_down.patch_embed";
+    char wn[96], bn[96];
+    /* tok0 = LN(cl(c4)) */
+    float *dt4 = n->gc;
+    memset(dt4, 0, (size_t)(B * E * v3) * sizeof(float));
+    fine_layernorm_backward(dt4, fine_model_view(m, grad, "%s.norm.weight", pe), fine_model_view(m, grad, "%s.norm.bias", pe),
+                            n->gb, n->t4, fine_model_view(m, (float *)w, "%s.norm.weight", pe), n->tok0_mean,
+                            n->tok0_rstd, B * v3, E);
+    float *dc4 = n->gd;
+    fine_to_channels_first(dc4, dt4, B, E, v3);
+    float *dn3cf = n->ga;
+    memset(dn3cf, 0, (size_t)(B * E * v3) * sizeof(float));
+    fine_conv3d_backward(&n->c4.s, dn3cf, fine_model_view(m, grad, "%s.proj2.conv2.weight", pe),
+                         fine_model_view(m, grad, "%s.proj2.conv2.bias", pe), dc4, n->n3cf,
+                         fine_model_view(m, (float *)w, "%s.proj2.conv2.weight", pe), n->conv_scratch);
+    /* n3cf = cf(LN(cl(GELU(c3)))) */
+    float *da3 = n->gd;
+    memset(da3, 0, (size_t)(B * E * v3) * sizeof(float));
+    snprintf(wn, sizeof wn, "%s.proj2.norm1.weight", pe);
+    snprintf(bn, sizeof bn, "%s.proj2.norm1.bias", pe);
+    ln_backward_cf(da3, n->gb, n->gc, dn3cf, n->t3, n->n3_mean, n->n3_rstd, m, grad, wn, bn, B, E, v3);
+    float *dc3 = n->ga;
+    memset(dc3, 0, (size_t)(B * E * v3) * sizeof(float));
+    fine_gelu_backward(dc3, da3, n->c3.out, B * E * v3);
+    float *dn2cf = n->gb;
+    memset(dn2cf, 0, (size_t)(B * H * v1) * sizeof(float));
+    fine_conv3d_backward(&n->c3.s, dn2cf, fine_model_view(m, grad, "%s.proj2.conv1.weight", pe),
+                         fine_model_view(m, grad, "%s.proj2.conv1.bias", pe), dc3, n->n2cf,
+                         fine_model_view(m, (float *)w, "%s.proj2.conv1.weight", pe), n->conv_scratch);
+    float *da2 = n->ga;
+    memset(da2, 0, (size_t)(B * H * v1) * sizeof(float));
+    snprintf(wn, sizeof wn, "%s.proj1.norm2.weight", pe);
+    snprintf(bn, sizeof bn, "%s.proj1.norm2.bias", pe);
+    ln_backward_cf(da2, n->gc, n->gd, dn2cf, n->t2, n->n2_mean, n->n2_rstd, m, grad, wn, bn, B, H, v1);
+    float *dc2 = n->gb;
+    memset(dc2, 0, (size_t)(B * H * v1) * sizeof(float));
+    fine_gelu_backward(dc2, da2, n->c2.out, B * H * v1);
+    float *dn1cf = n->ga;
+    memset(dn1cf, 0, (size_t)(B * H * v1) * sizeof(float));
+    fine_conv3d_backward(&n->c2.s, dn1cf, fine_model_view(m, grad, "%s.proj1.conv2.weight", pe),
+                         fine_model_view(m, grad, "%s.proj1.conv2.bias", pe), dc2, n->n1cf,
+                         fine_model_view(m, (float *)w, "%s.proj1.conv2.weight", pe), n->conv_scratch);
+    float *da1 = n->gb;
+    memset(da1, 0, (size_t)(B * H * v1) * sizeof(float));
+    snprintf(wn, sizeof wn, "%s.proj1.norm1.weight", pe);
+    snprintf(bn, sizeof bn, "%s.proj1.norm1.bias", pe);
+    ln_backward_cf(da1, n->gc, n->gd, dn1cf, n->t1, n->n1_mean, n->n1_rstd, m, grad, wn, bn, B, H, v1);
+    float *dc1 = n->ga;
+    memset(dc1, 0, (size_t)(B * H * v1) * sizeof(float));
+    fine_gelu_backward(dc1, da1, n->c1.out, B * H * v1);
+    fine_conv3d_backward(&n->c1.s, dx_in, fine_model_view(m, grad, "%s.proj1.conv1.weight", pe),
+                         fine_model_view(m, grad, "%s.proj1.conv1.bias", pe), dc1, n->x,
+                         fine_model_view(m, (float *)w, "%s.proj1.conv1.weight", pe), n->conv_scratch);
+}
+
+/* ------------------------------------------------------------------ FLOPs */
+
+double fine_net_forward_flops(const fine_model *m, int B)
+{
+    const fine_config *c = &m->cfg;
+    double f = 0, E = c->embed_dim, H = E / 2;
+    double v1 = (double)(c->crop[0] / 2) * (c->crop[1] / 2) * (c->crop[2] / 2);
+    double v3 = (double)(c->crop[0] / c->patch[0]) * (c->crop[1] / c->patch[1]) * (c->crop[2] / c->patch[2]);
+    f += 2 * v1 * H * c->in_chans * 27 + 2 * v1 * H * H * 27 + 2 * v3 * E * H * 27 + 2 * v3 * E * E * 27;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < (pass ? FINE_STAGES - 1 : FINE_STAGES); i++) {
+            const fine_stage_dims *s = pass ? &m->dec[i] : &m->enc[i];
+            int depth = pass ? c->dec_depths[FINE_STAGES - 2 - i] : c->depths[i];
+            double L = (double)tokens(s), C = (double)s->C, N = (double)s->ws * s->ws * s->ws;
+            double T = N + 1, nW = (double)s->nW, hid = (double)hidden_of(m, s->C), U = NVT + nW;
+            for (int j = 0; j < depth; j++) {
+                f += 2 * nW * T * C * 4 * C;          /* qkv + proj */
+                f += 2 * nW * T * T * C * 2;          /* scores + values */
+                f += 2 * L * C * hid * 2;             /* mlp */
+                if (j < depth - 1)
+                    f += 2 * nW * C * hid * 2 + 2 * U * C * 4 * C + 2 * U * U * C * 2;
+            }
+            if (!pass && i < FINE_STAGES - 1)
+                f += 2 * (L / 8) * (2 * C) * C * 8;  /* patch merging */
+            if (pass)
+                f += 2 * (L / 8) * (2 * C) * C * 8;  /* patch expanding */
+        }
+    }
+    double K = c->num_classes;
+    f += 2 * (double)c->crop[0] * c->crop[1] * c->crop[2] * K * E;           /* final.0 */
+    f += 2 * (double)c->crop[0] * c->crop[1] / 2 * c->crop[2] / 2 * K * 2 * E; /* final.1 */
+    return f * B;
+}

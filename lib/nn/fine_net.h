@@ -1,0 +1,43 @@
+/* fine_net.h: forward and backward of the FINE network for a fixed batch size, with every
+ * activation the backward needs planned once (fine-reference B 1.2, B 2.1-2.9).
+ *
+ * Layout of the inputs and outputs: x (B, in_chans, crop z, y, x); pos (B, 3) crop positions
+ * (A4); head 0 logits (B, K, crop) at full resolution, head 1 logits (B, K, crop z, y/2, x/2)
+ * (the 64^3 head of the bcv preset). */
+#ifndef FINE_NET_H
+#define FINE_NET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "nn/fine_model.h"
+
+typedef struct fine_net fine_net;
+
+/* Plans and allocates the activations of m for batch B. NULL with e set when out of memory. */
+fine_net *fine_net_plan(const fine_model *m, int B, fine_err *e);
+void fine_net_free(fine_net *n);
+/* Bytes fine_net_plan would allocate for batch B. */
+size_t fine_net_plan_bytes(const fine_model *m, int B);
+/* Bytes of activations and scratch held by n. */
+size_t fine_net_bytes(const fine_net *n);
+
+/* Forward. train: drop path on, with masks drawn from dp_seed (reproducible). Updates
+ * m->vt_check as the reference does on every forward (B 2.7). */
+void fine_net_forward(fine_net *n, fine_model *m, const float *x, const int64_t *pos, int train,
+                      uint64_t dp_seed);
+/* The logits of head 0 or 1 from the last forward, and their element counts. */
+float *fine_net_logits(fine_net *n, int head);
+int64_t fine_net_logits_numel(const fine_net *n, int head);
+void fine_net_logits_shape(const fine_net *n, int head, int64_t shape[5]);
+
+/* Backward of the last forward: grad (m->nfloats, the parameter layout) += dL/dparams given
+ * dlogits of both heads (dlog1 may be NULL); dx (may be NULL) += dL/dx. */
+void fine_net_backward(fine_net *n, const fine_model *m, float *grad, const float *dlog0,
+                       const float *dlog1, float *dx);
+
+/* FLOPs of one forward for batch B (multiply-adds count 2), from the layer shapes. */
+double fine_net_forward_flops(const fine_model *m, int B);
+
+#endif

@@ -1,0 +1,434 @@
+/* ops_norm.c: the per-token and pointwise layers of ops.h: LayerNorm, exact GELU, Linear
+ * (OpenBLAS sgemm), residual adds and drop path.
+ *
+ * Parallelism: OpenMP over rows or fixed-size chunks; reductions over rows (LayerNorm affine
+ * gradients, Linear bias gradient) run over channel slices, each summing its rows in order in
+ * double, so no result depends on the thread count. The hot loops are compiled twice, for the
+ * baseline ISA and for AVX2, and the variant is chosen once per call from the CPU. */
+#include "nn/ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define FINE_AVX2 __attribute__((target("avx2,fma")))
+#define FINE_HAVE_AVX2 1
+static int have_avx2(void)
+{
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#endif
+#define FINE_INLINE static inline __attribute__((always_inline))
+
+/* Work below this many floats runs on the calling thread only. */
+#define SERIAL_FLOATS 32768
+/* Pointwise loops work on chunks of this many values. */
+#define CHUNK 16384
+
+/* ------------------------------------------------------------------ vectorisable exp and Phi */
+
+/* c ? a : b without a branch. GCC does not if-convert float selects under its default
+ * -ftrapping-math, which keeps `omp simd` loops with a plain ?: scalar; integer masks it
+ * vectorises. */
+FINE_INLINE float select_f(int c, float a, float b)
+{
+    int32_t ia, ib, m = -c, r;
+    memcpy(&ia, &a, sizeof ia);
+    memcpy(&ib, &b, sizeof ib);
+    r = (ia & m) | (ib & ~m);
+    float f;
+    memcpy(&f, &r, sizeof f);
+    return f;
+}
+
+/* exp(x) in float, about 2 ulp, for x <= 88 (x below -87.3 gives 2^-126 scaled: callers
+ * only use it where that is negligible). Branch-free so that `omp simd` loops vectorise:
+ * x = n ln2 + r, |r| <= ln2/2 (Cody-Waite, ln2 split in two), e^r by its Taylor polynomial
+ * of degree 7 (truncation 5e-9), 2^n built in the exponent bits. */
+FINE_INLINE float vexpf(float x)
+{
+    x = select_f(x < -87.33654f, -87.33654f, x);
+    x = select_f(x > 88.0f, 88.0f, x);
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
+    float r = x - n * 0.693145751953125f;
+    r = r - n * 1.428606765330187045e-06f;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    union {
+        int32_t i;
+        float f;
+    } s;
+    s.i = ((int32_t)n + 127) << 23;
+    return p * s.f;
+}
+
+/* Standard normal CDF Phi(x) = erfc(-x/sqrt2)/2, with erfc(z) for z >= 0 from the
+ * Chebyshev fit of Numerical Recipes (erfcc: fractional error < 1.2e-7 for all z >= 0).
+ * Overall relative error of x*Phi(x) in float: < 3e-6 for |x| < 5 (the rounding of z^2). */
+FINE_INLINE float vphi_cdf(float x)
+{
+    float z = fabsf(x) * 0.70710678118654752f;
+    float t = 1.0f / (1.0f + 0.5f * z);
+    float p = 0.17087277f;
+    p = p * t - 0.82215223f;
+    p = p * t + 1.48851587f;
+    p = p * t - 1.13520398f;
+    p = p * t + 0.27886807f;
+    p = p * t - 0.18628806f;
+    p = p * t + 0.09678418f;
+    p = p * t + 0.37409196f;
+    p = p * t + 1.00002368f;
+    p = p * t - 1.26551223f;
+    float half_erfc = 0.5f * t * vexpf(p - z * z);
+    return select_f(x < 0.0f, half_erfc, 1.0f - half_erfc);
+}
+
+/* ------------------------------------------------------------------ LayerNorm */
+
+FINE_INLINE void layernorm_rows(float *out, float *mean, float *rstd, const float *in,
+                                const float *weight, const float *bias, int64_t r0, int64_t r1,
+                                int64_t C)
+{
+    for (int64_t r = r0; r < r1; r++) {
+        const float *x = in + r * C;
+        float *o = out + r * C;
+        float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+        for (int64_t c = 0; c < C; c++)
+            s += x[c];
+        float m = s / (float)C;
+        float v = 0.0f;
+#pragma omp simd reduction(+ : v)
+        for (int64_t c = 0; c < C; c++) {
+            float d = x[c] - m;
+            v += d * d;
+        }
+        float rs = 1.0f / sqrtf(v / (float)C + 1e-5f);
+#pragma omp simd
+        for (int64_t c = 0; c < C; c++)
+            o[c] = (x[c] - m) * rs * weight[c] + bias[c];
+        mean[r] = m;
+        rstd[r] = rs;
+    }
+}
+
+static void layernorm_rows_base(float *out, float *mean, float *rstd, const float *in,
+                                const float *weight, const float *bias, int64_t r0, int64_t r1,
+                                int64_t C)
+{
+    layernorm_rows(out, mean, rstd, in, weight, bias, r0, r1, C);
+}
+#ifdef FINE_HAVE_AVX2
+FINE_AVX2 static void layernorm_rows_avx2(float *out, float *mean, float *rstd, const float *in,
+                                          const float *weight, const float *bias, int64_t r0,
+                                          int64_t r1, int64_t C)
+{
+    layernorm_rows(out, mean, rstd, in, weight, bias, r0, r1, C);
+}
+#endif
+
+void fine_layernorm_forward(float *out, float *mean, float *rstd, const float *in,
+                            const float *weight, const float *bias, int64_t N, int64_t C)
+{
+    void (*rows)(float *, float *, float *, const float *, const float *, const float *, int64_t,
+                 int64_t, int64_t) = layernorm_rows_base;
+#ifdef FINE_HAVE_AVX2
+    if (have_avx2())
+        rows = layernorm_rows_avx2;
+#endif
+    int64_t block = C >= CHUNK ? 1 : CHUNK / C;
+    int64_t nblocks = (N + block - 1) / block;
+#pragma omp parallel for schedule(static) if (N * C > SERIAL_FLOATS)
+    for (int64_t i = 0; i < nblocks; i++) {
+        int64_t r1 = (i + 1) * block < N ? (i + 1) * block : N;
+        rows(out, mean, rstd, in, weight, bias, i * block, r1, C);
+    }
+}
+
+FINE_INLINE void layernorm_back_rows(float *din, const float *dout, const float *in,
+                                     const float *weight, const float *mean, const float *rstd,
+                                     int64_t r0, int64_t r1, int64_t C)
+{
+    for (int64_t r = r0; r < r1; r++) {
+        const float *x = in + r * C, *g = dout + r * C;
+        float *dx = din + r * C;
+        float m = mean[r], rs = rstd[r];
+        float a = 0.0f, b = 0.0f; /* sums of dnorm and dnorm * xhat */
+#pragma omp simd reduction(+ : a, b)
+        for (int64_t c = 0; c < C; c++) {
+            float dn = g[c] * weight[c];
+            a += dn;
+            b += dn * ((x[c] - m) * rs);
+        }
+        a /= (float)C;
+        b /= (float)C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; c++) {
+            float xh = (x[c] - m) * rs;
+            dx[c] += (g[c] * weight[c] - a - xh * b) * rs;
+        }
+    }
+}
+
+static void layernorm_back_rows_base(float *din, const float *dout, const float *in,
+                                     const float *weight, const float *mean, const float *rstd,
+                                     int64_t r0, int64_t r1, int64_t C)
+{
+    layernorm_back_rows(din, dout, in, weight, mean, rstd, r0, r1, C);
+}
+#ifdef FINE_HAVE_AVX2
+FINE_AVX2 static void layernorm_back_rows_avx2(float *din, const float *dout, const float *in,
+                                               const float *weight, const float *mean,
+                                               const float *rstd, int64_t r0, int64_t r1,
+                                               int64_t C)
+{
+    layernorm_back_rows(din, dout, in, weight, mean, rstd, r0, r1, C);
+}
+#endif
+
+/* Column sums over N rows of a (N, C) matrix for the channels [c0, c0 + cn), cn <= 16, in
+ * double and in row order: dw[c] += sum_r dout[r,c] * (in[r,c] - mean[r]) * rstd[r] when in
+ * is not NULL, db[c] += sum_r dout[r,c] (either may be NULL). */
+#define COLS 16
+FINE_INLINE void column_sums(float *dw, float *db, const float *dout, const float *in,
+                             const float *mean, const float *rstd, int64_t N, int64_t C,
+                             int64_t c0, int64_t cn)
+{
+    double sw[COLS] = {0}, sb[COLS] = {0};
+    if (cn == COLS) {
+        for (int64_t r = 0; r < N; r++) {
+            const float *g = dout + r * C + c0;
+            if (dw) {
+                const float *x = in + r * C + c0;
+                float m = mean[r], rs = rstd[r];
+#pragma omp simd
+                for (int c = 0; c < COLS; c++)
+                    sw[c] += (double)(g[c] * ((x[c] - m) * rs));
+            }
+#pragma omp simd
+            for (int c = 0; c < COLS; c++)
+                sb[c] += (double)g[c];
+        }
+    } else {
+        for (int64_t r = 0; r < N; r++) {
+            const float *g = dout + r * C + c0;
+            if (dw) {
+                const float *x = in + r * C + c0;
+                float m = mean[r], rs = rstd[r];
+                for (int64_t c = 0; c < cn; c++)
+                    sw[c] += (double)(g[c] * ((x[c] - m) * rs));
+            }
+            for (int64_t c = 0; c < cn; c++)
+                sb[c] += (double)g[c];
+        }
+    }
+    for (int64_t c = 0; c < cn; c++) {
+        if (dw)
+            dw[c0 + c] += (float)sw[c];
+        if (db)
+            db[c0 + c] += (float)sb[c];
+    }
+}
+
+static void column_sums_base(float *dw, float *db, const float *dout, const float *in,
+                             const float *mean, const float *rstd, int64_t N, int64_t C,
+                             int64_t c0, int64_t cn)
+{
+    column_sums(dw, db, dout, in, mean, rstd, N, C, c0, cn);
+}
+#ifdef FINE_HAVE_AVX2
+FINE_AVX2 static void column_sums_avx2(float *dw, float *db, const float *dout, const float *in,
+                                       const float *mean, const float *rstd, int64_t N,
+                                       int64_t C, int64_t c0, int64_t cn)
+{
+    column_sums(dw, db, dout, in, mean, rstd, N, C, c0, cn);
+}
+#endif
+
+/* The per-channel sums of column_sums for all C channels, OpenMP over 16-channel slices. */
+static void column_sums_all(float *dw, float *db, const float *dout, const float *in,
+                            const float *mean, const float *rstd, int64_t N, int64_t C)
+{
+    void (*sums)(float *, float *, const float *, const float *, const float *, const float *,
+                 int64_t, int64_t, int64_t, int64_t) = column_sums_base;
+#ifdef FINE_HAVE_AVX2
+    if (have_avx2())
+        sums = column_sums_avx2;
+#endif
+    int64_t slices = (C + COLS - 1) / COLS;
+#pragma omp parallel for schedule(dynamic, 1) if (N * C > SERIAL_FLOATS)
+    for (int64_t s = 0; s < slices; s++) {
+        int64_t c0 = s * COLS;
+        sums(dw, db, dout, in, mean, rstd, N, C, c0, C - c0 < COLS ? C - c0 : COLS);
+    }
+}
+
+void fine_layernorm_backward(float *din, float *dweight, float *dbias, const float *dout,
+                             const float *in, const float *weight, const float *mean,
+                             const float *rstd, int64_t N, int64_t C)
+{
+    if (din) {
+        void (*rows)(float *, const float *, const float *, const float *, const float *,
+                     const float *, int64_t, int64_t, int64_t) = layernorm_back_rows_base;
+#ifdef FINE_HAVE_AVX2
+        if (have_avx2())
+            rows = layernorm_back_rows_avx2;
+#endif
+        int64_t block = C >= CHUNK ? 1 : CHUNK / C;
+        int64_t nblocks = (N + block - 1) / block;
+#pragma omp parallel for schedule(static) if (N * C > SERIAL_FLOATS)
+        for (int64_t i = 0; i < nblocks; i++) {
+            int64_t r1 = (i + 1) * block < N ? (i + 1) * block : N;
+            rows(din, dout, in, weight, mean, rstd, i * block, r1, C);
+        }
+    }
+    if (dweight || dbias)
+        column_sums_all(dweight, dbias, dout, in, mean, rstd, N, C);
+}
+
+/* ------------------------------------------------------------------ GELU */
+
+FINE_INLINE void gelu_span(float *out, const float *in, int64_t n)
+{
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) {
+        float x = in[i];
+        out[i] = x * vphi_cdf(x);
+    }
+}
+
+FINE_INLINE void gelu_back_span(float *din, const float *dout, const float *in, int64_t n)
+{
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) {
+        float x = in[i];
+        float pdf = 0.398942280401432678f * vexpf(-0.5f * x * x);
+        din[i] += dout[i] * (vphi_cdf(x) + x * pdf);
+    }
+}
+
+static void gelu_span_base(float *out, const float *in, int64_t n)
+{
+    gelu_span(out, in, n);
+}
+static void gelu_back_span_base(float *din, const float *dout, const float *in, int64_t n)
+{
+    gelu_back_span(din, dout, in, n);
+}
+#ifdef FINE_HAVE_AVX2
+FINE_AVX2 static void gelu_span_avx2(float *out, const float *in, int64_t n)
+{
+    gelu_span(out, in, n);
+}
+FINE_AVX2 static void gelu_back_span_avx2(float *din, const float *dout, const float *in,
+                                          int64_t n)
+{
+    gelu_back_span(din, dout, in, n);
+}
+#endif
+
+void fine_gelu_forward(float *out, const float *in, int64_t n)
+{
+    void (*span)(float *, const float *, int64_t) = gelu_span_base;
+#ifdef FINE_HAVE_AVX2
+    if (have_avx2())
+        span = gelu_span_avx2;
+#endif
+    int64_t chunks = (n + CHUNK - 1) / CHUNK;
+#pragma omp parallel for schedule(static) if (n > SERIAL_FLOATS)
+    for (int64_t i = 0; i < chunks; i++)
+        span(out + i * CHUNK, in + i * CHUNK, n - i * CHUNK < CHUNK ? n - i * CHUNK : CHUNK);
+}
+
+void fine_gelu_backward(float *din, const float *dout, const float *in, int64_t n)
+{
+    void (*span)(float *, const float *, const float *, int64_t) = gelu_back_span_base;
+#ifdef FINE_HAVE_AVX2
+    if (have_avx2())
+        span = gelu_back_span_avx2;
+#endif
+    int64_t chunks = (n + CHUNK - 1) / CHUNK;
+#pragma omp parallel for schedule(static) if (n > SERIAL_FLOATS)
+    for (int64_t i = 0; i < chunks; i++)
+        span(din + i * CHUNK, dout + i * CHUNK, in + i * CHUNK,
+             n - i * CHUNK < CHUNK ? n - i * CHUNK : CHUNK);
+}
+
+/* ------------------------------------------------------------------ Linear */
+
+/* cblas takes int sizes: rows go in slices of at most this many. */
+#define BLAS_ROWS ((int64_t)1 << 24)
+
+void fine_linear_forward(float *out, const float *in, const float *w, const float *b, int64_t N,
+                         int64_t in_features, int64_t out_features)
+{
+    if (b) {
+#pragma omp parallel for schedule(static) if (N * out_features > SERIAL_FLOATS)
+        for (int64_t r = 0; r < N; r++)
+            memcpy(out + r * out_features, b, (size_t)out_features * sizeof(float));
+    }
+    for (int64_t r0 = 0; r0 < N; r0 += BLAS_ROWS) {
+        int64_t rn = N - r0 < BLAS_ROWS ? N - r0 : BLAS_ROWS;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rn, (int)out_features,
+                    (int)in_features, 1.0f, in + r0 * in_features, (int)in_features, w,
+                    (int)in_features, b ? 1.0f : 0.0f, out + r0 * out_features,
+                    (int)out_features);
+    }
+}
+
+void fine_linear_backward(float *din, float *dw, float *db, const float *dout, const float *in,
+                          const float *w, int64_t N, int64_t in_features, int64_t out_features)
+{
+    for (int64_t r0 = 0; r0 < N; r0 += BLAS_ROWS) {
+        int64_t rn = N - r0 < BLAS_ROWS ? N - r0 : BLAS_ROWS;
+        const float *g = dout + r0 * out_features;
+        if (din) /* din (rn, in) += dout (rn, out) @ w (out, in) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rn, (int)in_features,
+                        (int)out_features, 1.0f, g, (int)out_features, w, (int)in_features,
+                        1.0f, din + r0 * in_features, (int)in_features);
+        if (dw) /* dw (out, in) += dout^T (out, rn) @ in (rn, in) */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out_features,
+                        (int)in_features, (int)rn, 1.0f, g, (int)out_features,
+                        in + r0 * in_features, (int)in_features, 1.0f, dw, (int)in_features);
+    }
+    if (db)
+        column_sums_all(NULL, db, dout, NULL, NULL, NULL, N, out_features);
+}
+
+/* ------------------------------------------------------------------ residuals, drop path */
+
+void fine_add(float *out, const float *a, const float *b, int64_t n)
+{
+#pragma omp parallel for simd schedule(static) if (n > SERIAL_FLOATS)
+    for (int64_t i = 0; i < n; i++)
+        out[i] = a[i] + b[i];
+}
+
+void fine_accumulate(float *y, const float *x, int64_t n)
+{
+#pragma omp parallel for simd schedule(static) if (n > SERIAL_FLOATS)
+    for (int64_t i = 0; i < n; i++)
+        y[i] += x[i];
+}
+
+void fine_drop_path(float *x, const float *mask, int64_t samples, int64_t rows_per_sample,
+                    int64_t C)
+{
+    int64_t per = rows_per_sample * C;
+    for (int64_t s = 0; s < samples; s++) {
+        float k = mask[s];
+        if (k == 1.0f)
+            continue;
+        float *xs = x + s * per;
+#pragma omp parallel for simd schedule(static) if (per > SERIAL_FLOATS)
+        for (int64_t i = 0; i < per; i++)
+            xs[i] *= k;
+    }
+}
