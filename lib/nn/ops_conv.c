@@ -58,6 +58,52 @@ void fine_conv3d_out_size(const fine_conv3d_shape *s, int64_t *Do, int64_t *Ho, 
     *Wo = (s->W + 2 * s->pad[2] - s->k[2]) / s->stride[2] + 1;
 }
 
+/* Rows per tile when a row needs row_floats of scratch: as many as fit in CONV_TILE_FLOATS,
+ * at least one, at most all; 0 when there is nothing to compute. */
+static int64_t tile_rows(int64_t row_floats, int64_t rows)
+{
+    if (rows <= 0 || row_floats <= 0)
+        return 0;
+    int64_t t = CONV_TILE_FLOATS / row_floats;
+    t = t < 1 ? 1 : t;
+    return t < rows ? t : rows;
+}
+
+/* Sum of n floats, in float over chunks of 8 lanes x 64 and in double across chunks (accurate
+ * for the 10^5-10^6 terms of a bias gradient, and independent of the thread count). */
+static double sum_floats(const float *g, int64_t n)
+{
+    double acc = 0;
+    for (int64_t i0 = 0; i0 < n; i0 += 512) {
+        int64_t e = n - i0 < 512 ? n : i0 + 512, i = i0;
+        float lane[8] = {0};
+        for (; i + 8 <= e; i += 8)
+            for (int j = 0; j < 8; j++)
+                lane[j] += g[i + j];
+        float part = 0;
+        for (; i < e; i++)
+            part += g[i];
+        for (int j = 0; j < 8; j++)
+            part += lane[j];
+        acc += part;
+    }
+    return acc;
+}
+
+/* acc[0..m) += the sum of n rows g[i*ld + 0..m), m <= 16, in float over chunks of 256 rows. */
+static void sum_rows(double *acc, const float *g, int64_t n, int64_t ld, int64_t m)
+{
+    for (int64_t i0 = 0; i0 < n; i0 += 256) {
+        int64_t e = n - i0 < 256 ? n : i0 + 256;
+        float part[16] = {0};
+        for (int64_t i = i0; i < e; i++)
+            for (int64_t j = 0; j < m; j++)
+                part[j] += g[i * ld + j];
+        for (int64_t j = 0; j < m; j++)
+            acc[j] += part[j];
+    }
+}
+
 typedef struct conv_plan {
     int64_t Do, Ho, Wo;
     int64_t P;         /* output positions per sample */
@@ -74,13 +120,8 @@ static conv_plan conv_plan_make(const fine_conv3d_shape *s)
     p.P = p.Do * p.Ho * p.Wo;
     p.kv = (int64_t)s->k[0] * s->k[1] * s->k[2];
     p.K = s->Cin * p.kv;
-    p.rows = p.Do * p.Ho;
-    int64_t per_row = p.K * p.Wo;
-    p.tile_rows = per_row > 0 ? CONV_TILE_FLOATS / per_row : 1;
-    if (p.tile_rows < 1)
-        p.tile_rows = 1;
-    if (p.tile_rows > p.rows)
-        p.tile_rows = p.rows;
+    p.rows = p.Do > 0 && p.Ho > 0 && p.Wo > 0 ? p.Do * p.Ho : 0;
+    p.tile_rows = tile_rows(p.K * p.Wo, p.rows);
     return p;
 }
 
@@ -111,44 +152,60 @@ static void valid_range(int64_t W, int64_t Wo, int stride, int pad, int kw, int6
     *hi = h;
 }
 
-/* col (K, nr*Wo) for output rows [r0, r0+nr) of one sample x (Cin, D, H, W). */
-static void im2col(const fine_conv3d_shape *s, const conv_plan *p, float *col, const float *x,
-                   int64_t r0, int64_t nr)
+/* Row `row` = (c, kd, kh, kw) of col for output rows [r0, r0+nr) of one sample x. */
+static void im2col_row(const fine_conv3d_shape *s, const conv_plan *p, float *dst, const float *x,
+                       int64_t row, int64_t r0, int64_t nr)
 {
-    const int64_t n = nr * p->Wo, Wo = p->Wo, Ho = p->Ho;
-    const int64_t D = s->D, H = s->H, W = s->W;
-    const int k1 = s->k[1], k2 = s->k[2];
-    const int s0 = s->stride[0], s1 = s->stride[1], s2 = s->stride[2];
-    const int p0 = s->pad[0], p1 = s->pad[1], p2 = s->pad[2];
-#pragma omp parallel for schedule(dynamic, 4)
-    for (int64_t row = 0; row < p->K; row++) {
-        int64_t c = row / p->kv, q = row % p->kv;
-        int kd = (int)(q / (k1 * k2)), kh = (int)(q / k2 % k1), kw = (int)(q % k2);
-        int64_t lo, hi;
-        valid_range(W, Wo, s2, p2, kw, &lo, &hi);
-        const float *xc = x + c * D * H * W;
-        float *dst = col + row * n;
-        for (int64_t r = r0; r < r0 + nr; r++, dst += Wo) {
-            int64_t id = r / Ho * s0 - p0 + kd, ih = r % Ho * s1 - p1 + kh;
-            if (id < 0 || id >= D || ih < 0 || ih >= H || lo >= hi) {
-                memset(dst, 0, (size_t)Wo * sizeof(float));
-                continue;
+    const int64_t Wo = p->Wo, Ho = p->Ho, D = s->D, H = s->H, W = s->W;
+    const int k1 = s->k[1], k2 = s->k[2], s2 = s->stride[2], p2 = s->pad[2];
+    int64_t c = row / p->kv, q = row % p->kv;
+    int kd = (int)(q / (k1 * k2)), kh = (int)(q / k2 % k1), kw = (int)(q % k2);
+    int64_t lo, hi;
+    valid_range(W, Wo, s2, p2, kw, &lo, &hi);
+    const float *xc = x + c * D * H * W;
+    for (int64_t r = r0; r < r0 + nr; r++, dst += Wo) {
+        int64_t id = r / Ho * s->stride[0] - s->pad[0] + kd;
+        int64_t ih = r % Ho * s->stride[1] - s->pad[1] + kh;
+        if (id < 0 || id >= D || ih < 0 || ih >= H || lo >= hi) {
+            memset(dst, 0, (size_t)Wo * sizeof(float));
+            continue;
+        }
+        if (lo > 0)
+            memset(dst, 0, (size_t)lo * sizeof(float));
+        if (hi < Wo)
+            memset(dst + hi, 0, (size_t)(Wo - hi) * sizeof(float));
+        const float *src = xc + (id * H + ih) * W + lo * s2 - p2 + kw;
+        float *d = dst + lo;
+        int64_t m = hi - lo;
+        if (s2 == 1)
+            memcpy(d, src, (size_t)m * sizeof(float));
+        else if (s2 == 2)
+            for (int64_t i = 0; i < m; i++)
+                d[i] = src[2 * i];
+        else
+            for (int64_t i = 0; i < m; i++)
+                d[i] = src[i * s2];
+    }
+}
+
+/* col (K, nr*Wo) for output rows [r0, r0+nr) of one sample x (Cin, D, H, W). If bias is not
+ * NULL, also fills the same columns of y (Cout, P) with it, in the same parallel region. */
+static void im2col(const fine_conv3d_shape *s, const conv_plan *p, float *col, const float *x,
+                   int64_t r0, int64_t nr, float *y, const float *bias)
+{
+    const int64_t n = nr * p->Wo;
+#pragma omp parallel
+    {
+#pragma omp for schedule(dynamic, 4) nowait
+        for (int64_t row = 0; row < p->K; row++)
+            im2col_row(s, p, col + row * n, x, row, r0, nr);
+        if (bias) {
+#pragma omp for schedule(static)
+            for (int64_t o = 0; o < s->Cout; o++) {
+                float *yo = y + o * p->P + r0 * p->Wo;
+                for (int64_t i = 0; i < n; i++)
+                    yo[i] = bias[o];
             }
-            if (lo > 0)
-                memset(dst, 0, (size_t)lo * sizeof(float));
-            if (hi < Wo)
-                memset(dst + hi, 0, (size_t)(Wo - hi) * sizeof(float));
-            const float *src = xc + (id * H + ih) * W + lo * s2 - p2 + kw;
-            float *d = dst + lo;
-            int64_t m = hi - lo;
-            if (s2 == 1)
-                memcpy(d, src, (size_t)m * sizeof(float));
-            else if (s2 == 2)
-                for (int64_t i = 0; i < m; i++)
-                    d[i] = src[2 * i];
-            else
-                for (int64_t i = 0; i < m; i++)
-                    d[i] = src[i * s2];
         }
     }
 }
@@ -199,15 +256,7 @@ void fine_conv3d_forward(const fine_conv3d_shape *s, float *out, const float *in
         for (int64_t r0 = 0; r0 < p.rows; r0 += p.tile_rows) {
             int64_t nr = p.rows - r0 < p.tile_rows ? p.rows - r0 : p.tile_rows;
             int64_t n = nr * p.Wo, p0 = r0 * p.Wo;
-            im2col(s, &p, scratch, x, r0, nr);
-            if (b) {
-#pragma omp parallel for schedule(static)
-                for (int64_t o = 0; o < s->Cout; o++) {
-                    float *yo = y + o * p.P + p0;
-                    for (int64_t i = 0; i < n; i++)
-                        yo[i] = b[o];
-                }
-            }
+            im2col(s, &p, scratch, x, r0, nr, y, b);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)s->Cout, (int)n, (int)p.K,
                         1.0f, w, (int)p.K, scratch, (int)n, b ? 1.0f : 0.0f, y + p0, (int)p.P);
         }
@@ -223,13 +272,8 @@ void fine_conv3d_backward(const fine_conv3d_shape *s, float *din, float *dw, flo
 #pragma omp parallel for schedule(static)
         for (int64_t o = 0; o < s->Cout; o++) {
             double acc = 0;
-            for (int64_t bi = 0; bi < s->B; bi++) {
-                const float *g = dout + bi * out_sample + o * p.P;
-                float part = 0;
-                for (int64_t i = 0; i < p.P; i++)
-                    part += g[i];
-                acc += part;
-            }
+            for (int64_t bi = 0; bi < s->B; bi++)
+                acc += sum_floats(dout + bi * out_sample + o * p.P, p.P);
             db[o] += (float)acc;
         }
     }
@@ -242,7 +286,7 @@ void fine_conv3d_backward(const fine_conv3d_shape *s, float *din, float *dw, flo
             int64_t nr = p.rows - r0 < p.tile_rows ? p.rows - r0 : p.tile_rows;
             int64_t n = nr * p.Wo, p0 = r0 * p.Wo;
             if (dw) {
-                im2col(s, &p, scratch, x, r0, nr);
+                im2col(s, &p, scratch, x, r0, nr, NULL, NULL);
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)s->Cout, (int)p.K,
                             (int)n, 1.0f, g + p0, (int)p.P, scratch, (int)n, 1.0f, dw, (int)p.K);
             }
@@ -270,13 +314,8 @@ static convT_plan convT_plan_make(const fine_convT3d_shape *s)
     convT_plan p;
     p.kv = (int64_t)s->k[0] * s->k[1] * s->k[2];
     p.N = s->Cout * p.kv;
-    p.rows = s->B * s->D * s->H;
-    int64_t per_row = s->W * p.N;
-    p.tile_rows = per_row > 0 ? CONV_TILE_FLOATS / per_row : 1;
-    if (p.tile_rows < 1)
-        p.tile_rows = 1;
-    if (p.tile_rows > p.rows)
-        p.tile_rows = p.rows;
+    p.rows = s->B > 0 && s->D > 0 && s->H > 0 && s->W > 0 ? s->B * s->D * s->H : 0;
+    p.tile_rows = tile_rows(s->W * p.N, p.rows);
     return p;
 }
 
@@ -286,61 +325,81 @@ size_t fine_convT3d_scratch(const fine_convT3d_shape *s)
     return (size_t)(p.tile_rows * s->W * p.N);
 }
 
-/* Moves values between y (tile tokens, Cout*kv) and the output for input rows [r0, r0+nr).
- * to_out: out = y + bias (bias may be NULL); otherwise y = out (the gather of dout). */
-static void convT_move(const fine_convT3d_shape *s, const convT_plan *p, float *out, float *y,
-                       const float *bias, int64_t r0, int64_t nr, int to_out)
+/* out = y + bias (bias may be NULL) for the tokens of input rows [r0, r0+nr) (a row is
+ * (b, z, y), W tokens): token t's y row holds Cout blocks of kv = (i, j, l) values. */
+static void convT_scatter(const fine_convT3d_shape *s, const convT_plan *p, float *out,
+                          const float *y, const float *bias, int64_t r0, int64_t nr)
 {
     const int64_t D = s->D, H = s->H, W = s->W, Cout = s->Cout, N = p->N, kv = p->kv;
     const int k0 = s->k[0], k1 = s->k[1], k2 = s->k[2];
     const int64_t Do = D * k0, Ho = H * k1, Wo = W * k2;
     if (!s->out_channels_last) {
-        /* out (B, Cout, Do, Ho, Wo): one output row segment per (input row, o, i, j) */
+        /* (B, Cout, Do, Ho, Wo): an input row and (o, i, j) make one output row */
 #pragma omp parallel for collapse(2) schedule(static)
         for (int64_t r = r0; r < r0 + nr; r++)
             for (int64_t o = 0; o < Cout; o++) {
                 int64_t bi = r / (D * H), z = r / H % D, yy = r % H;
-                float bo = bias && to_out ? bias[o] : 0.0f;
-                const int64_t t0 = (r - r0) * W;
+                float bo = bias ? bias[o] : 0.0f;
                 for (int i = 0; i < k0; i++)
                     for (int j = 0; j < k1; j++) {
                         float *orow = out + (((bi * Cout + o) * Do + z * k0 + i) * Ho + yy * k1 + j) * Wo;
-                        const int64_t col0 = o * kv + (i * k1 + j) * k2;
-                        for (int64_t x = 0; x < W; x++) {
-                            float *yv = y + (t0 + x) * N + col0;
-                            float *ov = orow + x * k2;
-                            if (to_out)
-                                for (int l = 0; l < k2; l++)
-                                    ov[l] = yv[l] + bo;
-                            else
-                                for (int l = 0; l < k2; l++)
-                                    yv[l] = ov[l];
-                        }
+                        const float *yr = y + (r - r0) * W * N + o * kv + (i * k1 + j) * k2;
+                        for (int64_t x = 0; x < W; x++)
+                            for (int l = 0; l < k2; l++)
+                                orow[x * k2 + l] = yr[x * N + l] + bo;
                     }
             }
     } else {
-        /* out (B, Do*Ho*Wo, Cout): one output token per (input token, i, j, l) */
+        /* (B, Do*Ho*Wo, Cout): an input token and (i, j, l) make one output token */
 #pragma omp parallel for schedule(static)
         for (int64_t r = r0; r < r0 + nr; r++) {
             int64_t bi = r / (D * H), z = r / H % D, yy = r % H;
             for (int64_t x = 0; x < W; x++) {
-                float *yv = y + ((r - r0) * W + x) * N;
+                const float *yt = y + ((r - r0) * W + x) * N;
+                for (int64_t q = 0; q < kv; q++) {
+                    int64_t i = q / (k1 * k2), j = q / k2 % k1, l = q % k2;
+                    float *ov = out + (((bi * Do + z * k0 + i) * Ho + yy * k1 + j) * Wo + x * k2 + l) * Cout;
+                    for (int64_t o = 0; o < Cout; o++)
+                        ov[o] = yt[o * kv + q] + (bias ? bias[o] : 0.0f);
+                }
+            }
+        }
+    }
+}
+
+/* The reverse of convT_scatter without bias: y (tile tokens, Cout*kv) = the values of dout. */
+static void convT_gather(const fine_convT3d_shape *s, const convT_plan *p, float *y,
+                         const float *dout, int64_t r0, int64_t nr)
+{
+    const int64_t D = s->D, H = s->H, W = s->W, Cout = s->Cout, N = p->N, kv = p->kv;
+    const int k0 = s->k[0], k1 = s->k[1], k2 = s->k[2];
+    const int64_t Do = D * k0, Ho = H * k1, Wo = W * k2;
+    if (!s->out_channels_last) {
+#pragma omp parallel for collapse(2) schedule(static)
+        for (int64_t r = r0; r < r0 + nr; r++)
+            for (int64_t o = 0; o < Cout; o++) {
+                int64_t bi = r / (D * H), z = r / H % D, yy = r % H;
                 for (int i = 0; i < k0; i++)
-                    for (int j = 0; j < k1; j++)
-                        for (int l = 0; l < k2; l++) {
-                            int64_t tok = ((bi * Do + z * k0 + i) * Ho + yy * k1 + j) * Wo + x * k2 + l;
-                            float *ov = out + tok * Cout;
-                            const float *yc = yv + (i * k1 + j) * k2 + l;
-                            if (to_out && bias)
-                                for (int64_t o = 0; o < Cout; o++)
-                                    ov[o] = yc[o * kv] + bias[o];
-                            else if (to_out)
-                                for (int64_t o = 0; o < Cout; o++)
-                                    ov[o] = yc[o * kv];
-                            else
-                                for (int64_t o = 0; o < Cout; o++)
-                                    yv[(i * k1 + j) * k2 + l + o * kv] = ov[o];
-                        }
+                    for (int j = 0; j < k1; j++) {
+                        const float *grow = dout + (((bi * Cout + o) * Do + z * k0 + i) * Ho + yy * k1 + j) * Wo;
+                        float *yr = y + (r - r0) * W * N + o * kv + (i * k1 + j) * k2;
+                        for (int64_t x = 0; x < W; x++)
+                            for (int l = 0; l < k2; l++)
+                                yr[x * N + l] = grow[x * k2 + l];
+                    }
+            }
+    } else {
+#pragma omp parallel for schedule(static)
+        for (int64_t r = r0; r < r0 + nr; r++) {
+            int64_t bi = r / (D * H), z = r / H % D, yy = r % H;
+            for (int64_t x = 0; x < W; x++) {
+                float *yt = y + ((r - r0) * W + x) * N;
+                for (int64_t q = 0; q < kv; q++) {
+                    int64_t i = q / (k1 * k2), j = q / k2 % k1, l = q % k2;
+                    const float *gv = dout + (((bi * Do + z * k0 + i) * Ho + yy * k1 + j) * Wo + x * k2 + l) * Cout;
+                    for (int64_t o = 0; o < Cout; o++)
+                        yt[o * kv + q] = gv[o];
+                }
             }
         }
     }
@@ -356,7 +415,7 @@ void fine_convT3d_forward(const fine_convT3d_shape *s, float *out, const float *
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nt, (int)p.N, (int)s->Cin,
                     1.0f, in + r0 * s->W * s->Cin, (int)s->Cin, w, (int)p.N, 0.0f, scratch,
                     (int)p.N);
-        convT_move(s, &p, out, scratch, b, r0, nr, 1);
+        convT_scatter(s, &p, out, scratch, b, r0, nr);
     }
 }
 
@@ -366,23 +425,24 @@ void fine_convT3d_backward(const fine_convT3d_shape *s, float *din, float *dw, f
     convT_plan p = convT_plan_make(s);
     const int64_t Lo = s->D * s->k[0] * s->H * s->k[1] * s->W * s->k[2];
     if (db) {
+        if (!s->out_channels_last) {
 #pragma omp parallel for schedule(static)
-        for (int64_t o = 0; o < s->Cout; o++) {
-            double acc = 0;
-            for (int64_t bi = 0; bi < s->B; bi++) {
-                float part = 0;
-                if (!s->out_channels_last) {
-                    const float *g = dout + (bi * s->Cout + o) * Lo;
-                    for (int64_t i = 0; i < Lo; i++)
-                        part += g[i];
-                } else {
-                    const float *g = dout + bi * Lo * s->Cout + o;
-                    for (int64_t i = 0; i < Lo; i++)
-                        part += g[i * s->Cout];
-                }
-                acc += part;
+            for (int64_t o = 0; o < s->Cout; o++) {
+                double acc = 0;
+                for (int64_t bi = 0; bi < s->B; bi++)
+                    acc += sum_floats(dout + (bi * s->Cout + o) * Lo, Lo);
+                db[o] += (float)acc;
             }
-            db[o] += (float)acc;
+        } else {
+            /* tokens (B*Lo, Cout): each thread sums a block of 16 channels over all tokens */
+#pragma omp parallel for schedule(static)
+            for (int64_t o0 = 0; o0 < s->Cout; o0 += 16) {
+                int64_t m = s->Cout - o0 < 16 ? s->Cout - o0 : 16;
+                double acc[16] = {0};
+                sum_rows(acc, dout + o0, s->B * Lo, s->Cout, m);
+                for (int64_t j = 0; j < m; j++)
+                    db[o0 + j] += (float)acc[j];
+            }
         }
     }
     if (!din && !dw)
@@ -390,7 +450,7 @@ void fine_convT3d_backward(const fine_convT3d_shape *s, float *din, float *dw, f
     for (int64_t r0 = 0; r0 < p.rows; r0 += p.tile_rows) {
         int64_t nr = p.rows - r0 < p.tile_rows ? p.rows - r0 : p.tile_rows;
         int64_t nt = nr * s->W, t0 = r0 * s->W;
-        convT_move(s, &p, (float *)dout, scratch, NULL, r0, nr, 0);
+        convT_gather(s, &p, scratch, dout, r0, nr);
         if (dw)
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)s->Cin, (int)p.N, (int)nt,
                         1.0f, in + t0 * s->Cin, (int)s->Cin, scratch, (int)p.N, 1.0f, dw,

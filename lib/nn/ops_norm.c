@@ -42,13 +42,14 @@ FINE_INLINE float select_f(int c, float a, float b)
     return f;
 }
 
-/* exp(x) in float, about 2 ulp, for x <= 88 (x below -87.3 gives 2^-126 scaled: callers
- * only use it where that is negligible). Branch-free so that `omp simd` loops vectorise:
- * x = n ln2 + r, |r| <= ln2/2 (Cody-Waite, ln2 split in two), e^r by its Taylor polynomial
- * of degree 7 (truncation 5e-9), 2^n built in the exponent bits. */
+/* exp(x) in float, about 2 ulp, for x <= 88; 0 below -87.3 (no subnormal results).
+ * Branch-free so that `omp simd` loops vectorise: x = n ln2 + r, |r| <= ln2/2 (Cody-Waite,
+ * ln2 split in two), e^r by its Taylor polynomial of degree 7 (truncation 5e-9), 2^n built
+ * in the exponent bits. */
 FINE_INLINE float vexpf(float x)
 {
-    x = select_f(x < -87.33654f, -87.33654f, x);
+    int tiny = x < -87.33654f; /* exp(x) < 2^-126: flushed to 0 */
+    x = select_f(tiny, -87.33654f, x);
     x = select_f(x > 88.0f, 88.0f, x);
     float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
     float r = x - n * 0.693145751953125f;
@@ -66,7 +67,7 @@ FINE_INLINE float vexpf(float x)
         float f;
     } s;
     s.i = ((int32_t)n + 127) << 23;
-    return p * s.f;
+    return select_f(tiny, 0.0f, p * s.f);
 }
 
 /* Standard normal CDF Phi(x) = erfc(-x/sqrt2)/2, with erfc(z) for z >= 0 from the

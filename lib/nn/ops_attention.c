@@ -1,0 +1,464 @@
+/* ops_attention.c: the multi-head attention core of ops.h (fine-reference B 2.1, 2.4, 2.5):
+ * scores, bias and masks on the window sub-block, softmax, weighted sum, and the backward.
+ *
+ * Sequences are short (65 tokens for windows, up to a few hundred for the memory-token
+ * attention) and numerous, so the work is organised per (sequence, head): OpenMP over those
+ * pairs, each done by one thread with small register-blocked matrix products (4 rows x 16
+ * columns of accumulators, B packed into a 16-column tile on the stack). The relative position
+ * bias gradient, a sum over all sequences, is computed in a second pass that owns a block of
+ * bias rows per task and walks the sequences in order, so it is race-free and does not depend
+ * on the thread count. The kernels are compiled for the baseline ISA and for AVX2. */
+#include "nn/ops.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define FINE_AVX2 __attribute__((target("avx2,fma")))
+#define FINE_HAVE_AVX2 1
+static int have_avx2(void)
+{
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#endif
+#define FINE_INLINE static inline __attribute__((always_inline))
+
+/* Floats of the per-task stack buffer of the backward (rows of dP / dS). A sequence longer
+ * than this takes the row-at-a-time path that needs no buffer. Overridable for testing. */
+#ifndef FINE_ATTN_BUF
+#define FINE_ATTN_BUF 16384
+#endif
+/* Inner dimension handled per packed tile. */
+#define KC 128
+
+typedef float v8f __attribute__((vector_size(32)));
+
+/* v = 8 floats at p (any alignment); a macro, since a function returning a 32-byte vector
+ * changes the ABI between the baseline and AVX builds. */
+#define LOAD8(v, p) memcpy(&(v), (p), sizeof(v8f))
+
+/* c ? a : b without a branch (GCC keeps float ?: scalar under -ftrapping-math). */
+FINE_INLINE float select_f(int c, float a, float b)
+{
+    int32_t ia, ib, m = -c, r;
+    memcpy(&ia, &a, sizeof ia);
+    memcpy(&ib, &b, sizeof ib);
+    r = (ia & m) | (ib & ~m);
+    float f;
+    memcpy(&f, &r, sizeof f);
+    return f;
+}
+
+/* exp(x) for x <= 0 as in ops_norm.c (about 2 ulp; 0 below -87.3). */
+FINE_INLINE float vexpf(float x)
+{
+    int tiny = x < -87.33654f; /* exp(x) < 2^-126: flushed to 0 */
+    x = select_f(tiny, -87.33654f, x);
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = x - n * 0.693145751953125f;
+    r = r - n * 1.428606765330187045e-06f;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    union {
+        int32_t i;
+        float f;
+    } s;
+    s.i = ((int32_t)n + 127) << 23;
+    return select_f(tiny, 0.0f, p * s.f);
+}
+
+/* ------------------------------------------------------------------ small matrix product */
+
+/* c[i*ldc + j] (= or, with accumulate, +=) sum_kk (ascale * A(i,kk)) * B(kk,j), i < m, j < n,
+ * with A(i,kk) = a[i*ars + kk*acs] and B(kk,j) = b[kk*brs + j*bcs]: any strides, so that
+ * transposed operands need no copy. B is packed per 16 columns and KC rows. */
+FINE_INLINE void small_gemm(int64_t m, int64_t n, int64_t k, float ascale, const float *a,
+                            int64_t ars, int64_t acs, const float *b, int64_t brs, int64_t bcs,
+                            float *c, int64_t ldc, int accumulate)
+{
+    float bt[KC * 16] __attribute__((aligned(32)));
+    for (int64_t j0 = 0; j0 < n; j0 += 16) {
+        int64_t jn = n - j0 < 16 ? n - j0 : 16;
+        for (int64_t k0 = 0; k0 < k; k0 += KC) {
+            int64_t kn = k - k0 < KC ? k - k0 : KC;
+            if (bcs == 1) /* rows of B are contiguous */
+                for (int64_t kk = 0; kk < kn; kk++)
+                    for (int64_t jj = 0; jj < 16; jj++)
+                        bt[kk * 16 + jj] = jj < jn ? b[(k0 + kk) * brs + j0 + jj] : 0.0f;
+            else /* columns of B are contiguous (a transposed operand) */
+                for (int64_t jj = 0; jj < 16; jj++)
+                    for (int64_t kk = 0; kk < kn; kk++)
+                        bt[kk * 16 + jj] = jj < jn ? b[(k0 + kk) * brs + (j0 + jj) * bcs] : 0.0f;
+            int add = accumulate || k0 > 0;
+            const float *ak = a + k0 * acs;
+            for (int64_t i0 = 0; i0 < m; i0 += 4) {
+                int64_t rows = m - i0 < 4 ? m - i0 : 4;
+                const float *ai = ak + i0 * ars;
+                v8f acc[4][2] = {{{0}}};
+                if (rows == 4 && jn > 8) {
+                    v8f c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
+                    v8f c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+                    for (int64_t kk = 0; kk < kn; kk++) {
+                        v8f b0, b1;
+                        LOAD8(b0, bt + kk * 16);
+                        LOAD8(b1, bt + kk * 16 + 8);
+                        float a0 = ascale * ai[kk * acs], a1 = ascale * ai[ars + kk * acs];
+                        float a2 = ascale * ai[2 * ars + kk * acs];
+                        float a3 = ascale * ai[3 * ars + kk * acs];
+                        c00 += b0 * a0;
+                        c01 += b1 * a0;
+                        c10 += b0 * a1;
+                        c11 += b1 * a1;
+                        c20 += b0 * a2;
+                        c21 += b1 * a2;
+                        c30 += b0 * a3;
+                        c31 += b1 * a3;
+                    }
+                    acc[0][0] = c00, acc[0][1] = c01, acc[1][0] = c10, acc[1][1] = c11;
+                    acc[2][0] = c20, acc[2][1] = c21, acc[3][0] = c30, acc[3][1] = c31;
+                } else if (rows == 4) {
+                    v8f c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
+                    for (int64_t kk = 0; kk < kn; kk++) {
+                        v8f b0;
+                        LOAD8(b0, bt + kk * 16);
+                        c0 += b0 * (ascale * ai[kk * acs]);
+                        c1 += b0 * (ascale * ai[ars + kk * acs]);
+                        c2 += b0 * (ascale * ai[2 * ars + kk * acs]);
+                        c3 += b0 * (ascale * ai[3 * ars + kk * acs]);
+                    }
+                    acc[0][0] = c0, acc[1][0] = c1, acc[2][0] = c2, acc[3][0] = c3;
+                } else {
+                    for (int64_t r = 0; r < rows; r++) {
+                        v8f c0 = {0}, c1 = {0};
+                        for (int64_t kk = 0; kk < kn; kk++) {
+                            float av = ascale * ai[r * ars + kk * acs];
+                            v8f b0, b1;
+                            LOAD8(b0, bt + kk * 16);
+                            LOAD8(b1, bt + kk * 16 + 8);
+                            c0 += b0 * av;
+                            c1 += b1 * av;
+                        }
+                        acc[r][0] = c0, acc[r][1] = c1;
+                    }
+                }
+                for (int64_t r = 0; r < rows; r++) {
+                    float t[16];
+                    memcpy(t, &acc[r][0], sizeof acc[r][0]);
+                    memcpy(t + 8, &acc[r][1], sizeof acc[r][1]);
+                    float *cr = c + (i0 + r) * ldc + j0;
+                    if (add)
+                        for (int64_t jj = 0; jj < jn; jj++)
+                            cr[jj] += t[jj];
+                    else
+                        for (int64_t jj = 0; jj < jn; jj++)
+                            cr[jj] = t[jj];
+                }
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ forward */
+
+typedef struct attn_ptrs {
+    const float *q, *k, *v; /* row stride ld */
+    int64_t ld;
+    float scale;
+} attn_ptrs;
+
+static attn_ptrs head_ptrs(const fine_attn_shape *s, const float *qkv, int64_t seq, int h)
+{
+    int64_t d = s->C / s->heads;
+    attn_ptrs p;
+    p.ld = 3 * s->C;
+    p.q = qkv + seq * s->T * p.ld + h * d;
+    p.k = p.q + s->C;
+    p.v = p.q + 2 * s->C;
+    p.scale = (float)(1.0 / sqrt((double)d));
+    return p;
+}
+
+/* Scores of one row to probabilities: adds bias and mask on the sub-block (row i >= G,
+ * columns >= G), key_mask on every column, then softmax over the T columns. */
+FINE_INLINE void softmax_row(float *row, int64_t i, int64_t T, int64_t G, const float *bias_h,
+                             const float *mask_w, const float *key_mask)
+{
+    int64_t N = T - G;
+    if (i >= G) {
+        float *sub = row + G;
+        if (bias_h) {
+            const float *bh = bias_h + (i - G) * N;
+#pragma omp simd
+            for (int64_t j = 0; j < N; j++)
+                sub[j] += bh[j];
+        }
+        if (mask_w) {
+            const float *mw = mask_w + (i - G) * N;
+#pragma omp simd
+            for (int64_t j = 0; j < N; j++)
+                sub[j] += mw[j];
+        }
+    }
+    if (key_mask) {
+#pragma omp simd
+        for (int64_t j = 0; j < T; j++)
+            row[j] += key_mask[j];
+    }
+    float mx = row[0];
+#pragma omp simd reduction(max : mx)
+    for (int64_t j = 0; j < T; j++)
+        mx = mx > row[j] ? mx : row[j];
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < T; j++) {
+        float e = vexpf(row[j] - mx);
+        row[j] = e;
+        sum += e;
+    }
+    float inv = 1.0f / sum;
+#pragma omp simd
+    for (int64_t j = 0; j < T; j++)
+        row[j] *= inv;
+}
+
+FINE_INLINE void forward_one(const fine_attn_shape *s, int64_t seq, int h, float *out, float *att,
+                             const float *qkv, const float *bias, const float *mask,
+                             const float *key_mask)
+{
+    int64_t T = s->T, G = s->G, N = T - G, d = s->C / s->heads;
+    attn_ptrs p = head_ptrs(s, qkv, seq, h);
+    float *P = att + (seq * s->heads + h) * T * T;
+    /* S = (q * scale) k^T: B(kk, j) = k[j*ld + kk] */
+    small_gemm(T, T, d, p.scale, p.q, p.ld, 1, p.k, 1, p.ld, P, T, 0);
+    const float *bias_h = bias ? bias + (int64_t)h * N * N : NULL;
+    const float *mask_w = mask ? mask + (seq % s->mask_count) * N * N : NULL;
+    for (int64_t i = 0; i < T; i++)
+        softmax_row(P + i * T, i, T, G, bias_h, mask_w, key_mask);
+    /* out = P v */
+    small_gemm(T, d, T, 1.0f, P, T, 1, p.v, p.ld, 1, out + seq * T * s->C + h * d, s->C, 0);
+}
+
+static void forward_one_base(const fine_attn_shape *s, int64_t seq, int h, float *out, float *att,
+                             const float *qkv, const float *bias, const float *mask,
+                             const float *key_mask)
+{
+    forward_one(s, seq, h, out, att, qkv, bias, mask, key_mask);
+}
+#ifdef FINE_HAVE_AVX2
+FINE_AVX2 static void forward_one_avx2(const fine_attn_shape *s, int64_t seq, int h, float *out,
+                                       float *att, const float *qkv, const float *bias,
+                                       const float *mask, const float *key_mask)
+{
+    forward_one(s, seq, h, out, att, qkv, bias, mask, key_mask);
+}
+#endif
+
+void fine_attention_forward(const fine_attn_shape *s, float *out, float *att, const float *qkv,
+                            const float *bias, const float *mask, const float *key_mask)
+{
+    void (*one)(const fine_attn_shape *, int64_t, int, float *, float *, const float *,
+                const float *, const float *, const float *) = forward_one_base;
+#ifdef FINE_HAVE_AVX2
+    if (have_avx2())
+        one = forward_one_avx2;
+#endif
+    if (s->mask_count <= 0)
+        mask = NULL;
+    int64_t tasks = s->Bs * s->heads;
+#pragma omp parallel for schedule(static) if (tasks > 1)
+    for (int64_t t = 0; t < tasks; t++)
+        one(s, t / s->heads, (int)(t % s->heads), out, att, qkv, bias, mask, key_mask);
+}
+
+/* ------------------------------------------------------------------ backward */
+
+/* dS for rows [i0, i0 + rn) of one (sequence, head) into ds (rn x T): dP = dO v^T, then
+ * dS = P o (dP - rowsum(P o dP)). */
+FINE_INLINE void scores_grad(float *ds, const float *P, const float *dO, int64_t ldo,
+                             const attn_ptrs *p, int64_t i0, int64_t rn, int64_t T, int64_t d)
+{
+    small_gemm(rn, T, d, 1.0f, dO + i0 * ldo, ldo, 1, p->v, 1, p->ld, ds, T, 0);
+    for (int64_t r = 0; r < rn; r++) {
+        const float *pr = P + (i0 + r) * T;
+        float *g = ds + r * T;
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int64_t j = 0; j < T; j++)
+            dot += pr[j] * g[j];
+#pragma omp simd
+        for (int64_t j = 0; j < T; j++)
+            g[j] = pr[j] * (g[j] - dot);
+    }
+}
+
+/* Backward of one (sequence, head) into dq, dk, dv (row stride ld). Rows go in blocks whose
+ * dS fits the stack buffer; a sequence longer than the buffer goes a row at a time through
+ * dot products (rowsum first, then the updates), which needs no buffer. */
+FINE_INLINE void backward_one(const fine_attn_shape *s, int64_t seq, int h, float *dqkv,
+                              const float *dout, const float *qkv, const float *att)
+{
+    int64_t T = s->T, d = s->C / s->heads;
+    attn_ptrs p = head_ptrs(s, qkv, seq, h);
+    const float *P = att + (seq * s->heads + h) * T * T;
+    const float *dO = dout + seq * T * s->C + h * d;
+    float *dq = dqkv + seq * T * p.ld + h * d, *dk = dq + s->C, *dv = dq + 2 * s->C;
+    if (T <= FINE_ATTN_BUF) {
+        float ds[FINE_ATTN_BUF];
+        int64_t R = FINE_ATTN_BUF / T;
+        for (int64_t i0 = 0; i0 < T; i0 += R) {
+            int64_t rn = T - i0 < R ? T - i0 : R;
+            scores_grad(ds, P, dO, s->C, &p, i0, rn, T, d);
+            /* dv += P[rows]^T dO[rows] */
+            small_gemm(T, d, rn, 1.0f, P + i0 * T, 1, T, dO + i0 * s->C, s->C, 1, dv, p.ld, 1);
+            /* dq[rows] += scale dS k */
+            small_gemm(rn, d, T, p.scale, ds, T, 1, p.k, p.ld, 1, dq + i0 * p.ld, p.ld, 1);
+            /* dk += scale dS^T q[rows] */
+            small_gemm(T, d, rn, p.scale, ds, 1, T, p.q + i0 * p.ld, p.ld, 1, dk, p.ld, 1);
+        }
+        return;
+    }
+    for (int64_t i = 0; i < T; i++) {
+        const float *pr = P + i * T, *go = dO + i * s->C, *qi = p.q + i * p.ld;
+        float dot = 0.0f;
+        for (int64_t j = 0; j < T; j++) {
+            float dp = 0.0f;
+            for (int64_t c = 0; c < d; c++)
+                dp += go[c] * p.v[j * p.ld + c];
+            dot += pr[j] * dp;
+        }
+        for (int64_t j = 0; j < T; j++) {
+            const float *vj = p.v + j * p.ld, *kj = p.k + j * p.ld;
+            float dp = 0.0f;
+            for (int64_t c = 0; c < d; c++)
+                dp += go[c] * vj[c];
+            float g = pr[j] * (dp - dot) * p.scale;
+            for (int64_t c = 0; c < d; c++) {
+                dq[i * p.ld + c] += g * kj[c];
+                dk[j * p.ld + c] += g * qi[c];
+                dv[j * p.ld + c] += pr[j] * go[c];
+            }
+        }
+    }
+}
+
+static void backward_one_base(const fine_attn_shape *s, int64_t seq, int h, float *dqkv,
+                              const float *dout, const float *qkv, const float *att)
+{
+    backward_one(s, seq, h, dqkv, dout, qkv, att);
+}
+#ifdef FINE_HAVE_AVX2
+FINE_AVX2 static void backward_one_avx2(const fine_attn_shape *s, int64_t seq, int h, float *dqkv,
+                                        const float *dout, const float *qkv, const float *att)
+{
+    backward_one(s, seq, h, dqkv, dout, qkv, att);
+}
+#endif
+
+/* dbias[h, i, :] += sum over sequences of dS[G + i, G:] for the sub-block rows [i0, i0 + rn)
+ * of head h, sequences in order. */
+FINE_INLINE void bias_grad_rows(const fine_attn_shape *s, int h, int64_t i0, int64_t rn,
+                                float *dbias, const float *dout, const float *qkv,
+                                const float *att)
+{
+    int64_t T = s->T, G = s->G, N = T - G, d = s->C / s->heads;
+    float *db = dbias + ((int64_t)h * N + i0) * N;
+    if (T * rn <= FINE_ATTN_BUF) {
+        float ds[FINE_ATTN_BUF];
+        for (int64_t seq = 0; seq < s->Bs; seq++) {
+            attn_ptrs p = head_ptrs(s, qkv, seq, h);
+            const float *P = att + (seq * s->heads + h) * T * T;
+            const float *dO = dout + seq * T * s->C + h * d;
+            scores_grad(ds, P, dO, s->C, &p, G + i0, rn, T, d);
+            for (int64_t r = 0; r < rn; r++) {
+#pragma omp simd
+                for (int64_t j = 0; j < N; j++)
+                    db[r * N + j] += ds[r * T + G + j];
+            }
+        }
+        return;
+    }
+    for (int64_t seq = 0; seq < s->Bs; seq++) {
+        attn_ptrs p = head_ptrs(s, qkv, seq, h);
+        const float *P = att + (seq * s->heads + h) * T * T;
+        const float *dO = dout + seq * T * s->C + h * d;
+        for (int64_t r = 0; r < rn; r++) {
+            int64_t i = G + i0 + r;
+            const float *pr = P + i * T, *go = dO + i * s->C;
+            float dot = 0.0f;
+            for (int64_t j = 0; j < T; j++) {
+                float dp = 0.0f;
+                for (int64_t c = 0; c < d; c++)
+                    dp += go[c] * p.v[j * p.ld + c];
+                dot += pr[j] * dp;
+            }
+            for (int64_t j = 0; j < N; j++) {
+                float dp = 0.0f;
+                for (int64_t c = 0; c < d; c++)
+                    dp += go[c] * p.v[(G + j) * p.ld + c];
+                db[r * N + j] += pr[G + j] * (dp - dot);
+            }
+        }
+    }
+}
+
+static void bias_grad_rows_base(const fine_attn_shape *s, int h, int64_t i0, int64_t rn,
+                                float *dbias, const float *dout, const float *qkv,
+                                const float *att)
+{
+    bias_grad_rows(s, h, i0, rn, dbias, dout, qkv, att);
+}
+#ifdef FINE_HAVE_AVX2
+FINE_AVX2 static void bias_grad_rows_avx2(const fine_attn_shape *s, int h, int64_t i0, int64_t rn,
+                                          float *dbias, const float *dout, const float *qkv,
+                                          const float *att)
+{
+    bias_grad_rows(s, h, i0, rn, dbias, dout, qkv, att);
+}
+#endif
+
+/* Sub-block rows per bias-gradient task. */
+#define BIAS_ROWS 8
+
+void fine_attention_backward(const fine_attn_shape *s, float *dqkv, float *dbias,
+                             const float *dout, const float *qkv, const float *att)
+{
+    int have = 0;
+#ifdef FINE_HAVE_AVX2
+    have = have_avx2();
+#endif
+    if (dqkv) {
+        void (*one)(const fine_attn_shape *, int64_t, int, float *, const float *, const float *,
+                    const float *) = backward_one_base;
+#ifdef FINE_HAVE_AVX2
+        if (have)
+            one = backward_one_avx2;
+#endif
+        int64_t tasks = s->Bs * s->heads;
+#pragma omp parallel for schedule(static) if (tasks > 1)
+        for (int64_t t = 0; t < tasks; t++)
+            one(s, t / s->heads, (int)(t % s->heads), dqkv, dout, qkv, att);
+    }
+    if (dbias) {
+        void (*rows)(const fine_attn_shape *, int, int64_t, int64_t, float *, const float *,
+                     const float *, const float *) = bias_grad_rows_base;
+#ifdef FINE_HAVE_AVX2
+        if (have)
+            rows = bias_grad_rows_avx2;
+#endif
+        int64_t N = s->T - s->G, blocks = (N + BIAS_ROWS - 1) / BIAS_ROWS;
+        int64_t tasks = s->heads * blocks;
+#pragma omp parallel for schedule(dynamic, 1) if (tasks > 1)
+        for (int64_t t = 0; t < tasks; t++) {
+            int64_t i0 = (t % blocks) * BIAS_ROWS;
+            rows(s, (int)(t / blocks), i0, N - i0 < BIAS_ROWS ? N - i0 : BIAS_ROWS, dbias, dout,
+                 qkv, att);
+        }
+    }
+    (void)have;
+}
