@@ -230,15 +230,10 @@ static void grid_text(const fine_volume *v, char *out, size_t cap)
         snprintf(out, cap, "%d-D", v->data.ndim);
 }
 
-static int differs(double a, double b, double tol, double scale)
-{
-    return !(fabs(a - b) <= tol * scale);
-}
-
 int fine_check_same_grid(const fine_volume *pred, const char *pred_name, const fine_volume *ref,
                          const char *ref_name, double tol, fine_err *e)
 {
-    char gp[128], gr[128];
+    char gp[128], gr[128], detail[96];
     grid_text(pred, gp, sizeof gp);
     grid_text(ref, gr, sizeof gr);
     const char *why = NULL;
@@ -250,18 +245,31 @@ int fine_check_same_grid(const fine_volume *pred, const char *pred_name, const f
     } else {
         for (int d = 0; d < 3 && !why; d++) {
             double a = fabs(pred->geom.spacing[d]), b = fabs(ref->geom.spacing[d]);
-            if (differs(a, b, tol, a > b ? a : b))
+            if (!(fabs(a - b) <= tol * fmax(a, b)))
                 why = "spacings differ";
         }
-        double A[4][4], B[4][4];
+        /* the voxel-to-world maps: the 8 corner voxels' centres must agree */
+        double A[4][4], B[4][4], minsp = INFINITY, moved = 0;
         fine_geometry_current_affine(&pred->geom, A);
         fine_geometry_current_affine(&ref->geom, B);
-        for (int i = 0; i < 3 && !why; i++)
-            for (int j = 0; j < 4 && !why; j++) {
-                double scale = fabs(A[i][j]) > fabs(B[i][j]) ? fabs(A[i][j]) : fabs(B[i][j]);
-                if (differs(A[i][j], B[i][j], tol, scale > 1 ? scale : 1))
-                    why = "voxel-to-world affines differ";
+        for (int d = 0; d < 3; d++)
+            minsp = fmin(minsp, fabs(pred->geom.spacing[d]));
+        for (int c = 0; c < 8 && !why; c++) {
+            double ijk[3] = {c & 1 ? (double)(pred->data.shape[2] - 1) : 0, c & 2 ? (double)(pred->data.shape[1] - 1) : 0,
+                             c & 4 ? (double)(pred->data.shape[0] - 1) : 0};
+            for (int r = 0; r < 3; r++) {
+                double wa = A[r][3], wb = B[r][3];
+                for (int q = 0; q < 3; q++) {
+                    wa += A[r][q] * ijk[q];
+                    wb += B[r][q] * ijk[q];
+                }
+                moved = fmax(moved, fabs(wa - wb));
             }
+        }
+        if (!why && !(moved <= tol * minsp)) {
+            snprintf(detail, sizeof detail, "voxel-to-world affines differ (a corner voxel moves by %.3g mm)", moved);
+            why = detail;
+        }
     }
     if (!why)
         return 0;

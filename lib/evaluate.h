@@ -50,10 +50,11 @@ int fine_read_pair_list(const char *path, char ***pred, char ***ref, int *n, fin
 
 void fine_free_strings(char **s, int n);
 
-/* Refuses a prediction and a reference on different grids: shape, spacing (relative
- * difference over tol) or voxel-to-world affine of the current grid (an element differing by
- * more than tol * max(1, |element|)). The message names both files and both shapes. Returns 0
- * or -1 with e set. */
+/* Refuses a prediction and a reference on different grids: the shapes differ, a spacing
+ * differs by more than tol relative, or the voxel-to-world maps of the current grids
+ * (fine_geometry_current_affine) put one of the 8 corner voxels more than tol times the
+ * smallest spacing apart (tol = 0.01: a hundredth of a voxel). The message names both files
+ * and both shapes. Returns 0 or -1 with e set. */
 int fine_check_same_grid(const fine_volume *pred, const char *pred_name, const fine_volume *ref,
                          const char *ref_name, double tol, fine_err *e);
 

@@ -57,8 +57,9 @@ static void usage(void)
            "                    stdout, instead of the table)\n"
            "  --pred-name LIST  stream PRED: volume record names to use (default seg,label)\n"
            "  --ref-name LIST   stream REF: volume record names to use (default label,seg)\n"
-           "  --tolerance T     grid check: relative spacing difference and affine element\n"
-           "                    difference (mm, relative above 1) allowed (default 1e-3)\n"
+           "  --tolerance T     grid check: spacings may differ by T relative, and the corner\n"
+           "                    voxels' world positions by T times the smallest spacing\n"
+           "                    (default 0.01)\n"
            "  --threads N       cases scored in parallel (default: the number of CPUs)\n"
            "  -f, --force       overwrite the --csv/--json files\n"
            "  -q, --quiet       no progress line\n"
@@ -703,7 +704,7 @@ int main(int argc, char **argv)
     memset(&o, 0, sizeof o);
     o.pred_names = "seg,label";
     o.ref_names = "label,seg";
-    o.tol = 1e-3;
+    o.tol = 1e-2;
     for (int k = 0; k < 13; k++)
         o.labels[k] = k + 1;
     o.nlabels = 13;

@@ -208,7 +208,7 @@ L13=1,2,3,4,5,6,7,8,9,10,11,12,13
     grep -q '^| | mean (13 organs) | ' "$T/table.md"
     grep -q '^| | mean (8 Synapse organs) | ' "$T/table.md"
     # the pairs: img0001-label0001, ABD_002-label0002, img0003-ABD_003; label0009 unused
-    [ "$(cut -d, -f1,12,13 "$T/c.csv" | sort -u | sed 1d | sed "s#$D/##g" | tr '\n' ' ')" = \
+    [ "$(sed 1d "$T/c.csv" | cut -d, -f1,12,13 | sort -u | sed "s#$D/##g" | tr '\n' ' ')" = \
       "ABD_002,pred/ABD_002.nii.gz,ref/label0002.nii.gz img0001,pred/img0001.nii.gz,ref/label0001.nii.gz img0003,pred/img0003.nii.gz,ref/ABD_003.nii.gz " ]
     [ "$(wc -l <"$T/c.csv")" -eq $((3 * 13 + 1)) ]
     run ref_py check "$T/c.csv" "$T/s.json" "$T/table.md" "$L13"
@@ -283,12 +283,12 @@ L13=1,2,3,4,5,6,7,8,9,10,11,12,13
     run bash -c "cat '$T/preds.fst' | fine-dice --csv '$T/s.csv' - '$T/refs.fst'"
     echo "$output"
     [ "$status" -eq 0 ]
-    diff <(cut -d, -f1-11 "$T/files.csv") <(cut -d, -f1-11 "$T/s.csv")
+    diff <(cut -d, -f1-11 "$T/files.csv" | sort) <(cut -d, -f1-11 "$T/s.csv" | sort)
     grep -q ",stdin:img0001,$T/refs.fst:label0001\$" "$T/s.csv"
     # a stream against a folder
     run fine-dice --csv "$T/sd.csv" "$T/preds.fst" "$D/ref"
     [ "$status" -eq 0 ]
-    diff <(cut -d, -f1-11 "$T/files.csv") <(cut -d, -f1-11 "$T/sd.csv")
+    diff <(cut -d, -f1-11 "$T/files.csv" | sort) <(cut -d, -f1-11 "$T/sd.csv" | sort)
     # a stream holding both the seg and the label of a case: refused unless a name is chosen
     cat "$T/preds.fst" "$T/p_img0001.fst" >"$T/both.fst"
     run fine-dice "$T/both.fst" "$D/ref"
@@ -297,7 +297,7 @@ L13=1,2,3,4,5,6,7,8,9,10,11,12,13
     [[ "$output" == *"img0001"*"--pred-name"* ]]
     run fine-dice --pred-name seg --csv "$T/b.csv" "$T/both.fst" "$D/ref"
     [ "$status" -eq 0 ]
-    diff <(cut -d, -f1-11 "$T/files.csv") <(cut -d, -f1-11 "$T/b.csv")
+    diff <(cut -d, -f1-11 "$T/files.csv" | sort) <(cut -d, -f1-11 "$T/b.csv" | sort)
     # a truncated reference stream is an error, even after every case is found
     head -c -20 "$T/refs.fst" >"$T/cut.fst"
     run fine-dice "$T/preds.fst" "$T/cut.fst"
@@ -332,7 +332,7 @@ PY
     [[ "$output" == *"img0001"*"different grids"* ]]
     [ ! -e "$T/s.json" ]
     # a tolerance wide enough accepts the shifted origin
-    run fine-dice --tolerance 0.1 "$T/origin.nii.gz" "$D/ref/label0001.nii.gz"
+    run fine-dice --tolerance 20 "$T/origin.nii.gz" "$D/ref/label0001.nii.gz"
     [ "$status" -eq 0 ]
 }
 

@@ -464,22 +464,33 @@ static void test_evaluate(tap *t)
     fine_geometry_init(&a.geom, sz, sp);
     fine_geometry_init(&b.geom, sz, sp);
     snprintf(a.case_id, sizeof a.case_id, "ABD_001");
-    tap_ok(t, fine_check_same_grid(&a, "p.nii.gz", &b, "r.nii.gz", 1e-3, &e) == 0, "same grid accepted");
-    b.geom.spacing[2] = 0.7 * (1 + 5e-4);
-    tap_ok(t, fine_check_same_grid(&a, "p.nii.gz", &b, "r.nii.gz", 1e-3, &e) == 0, "spacing within tolerance accepted");
+    tap_ok(t, fine_check_same_grid(&a, "p.nii.gz", &b, "r.nii.gz", 1e-2, &e) == 0, "same grid accepted");
+    b.geom.spacing[2] = 0.7 * (1 + 5e-3);
+    tap_ok(t, fine_check_same_grid(&a, "p.nii.gz", &b, "r.nii.gz", 1e-2, &e) == 0, "spacing within tolerance accepted");
     b.geom.spacing[2] = 0.8;
-    tap_ok(t, fine_check_same_grid(&a, "p.nii.gz", &b, "r.nii.gz", 1e-3, &e) < 0 && strstr(e.msg, "spacing"),
+    tap_ok(t, fine_check_same_grid(&a, "p.nii.gz", &b, "r.nii.gz", 1e-2, &e) < 0 && strstr(e.msg, "spacing"),
            "spacing mismatch refused: %s", e.msg);
     b.geom.spacing[2] = 0.7;
-    b.geom.srow[0][3] += 5;
     b.geom.sform_code = a.geom.sform_code = 1;
-    int affine_refused = fine_check_same_grid(&a, "p.nii.gz", &b, "r.nii.gz", 1e-3, &e) < 0 && strstr(e.msg, "affine");
+    b.geom.srow[0][3] += 0.005;
+    tap_ok(t, fine_check_same_grid(&a, "p.nii.gz", &b, "r.nii.gz", 1e-2, &e) == 0,
+           "origin moved by 0.005 mm (under 1/100 voxel) accepted");
+    b.geom.srow[0][3] += 0.01;
+    tap_ok(t, fine_check_same_grid(&a, "p.nii.gz", &b, "r.nii.gz", 1e-2, &e) < 0,
+           "origin moved by 0.015 mm refused");
+    b.geom.srow[0][3] = a.geom.srow[0][3];
+    b.geom.srow[1][0] = 0.01; /* a shear: the far corner moves by 0.06 mm */
+    tap_ok(t, fine_check_same_grid(&a, "p.nii.gz", &b, "r.nii.gz", 1e-2, &e) < 0 && strstr(e.msg, "0.06 mm"),
+           "sheared affine refused: %s", e.msg);
+    b.geom.srow[1][0] = 0;
+    b.geom.srow[0][3] += 5;
+    int affine_refused = fine_check_same_grid(&a, "p.nii.gz", &b, "r.nii.gz", 1e-2, &e) < 0 && strstr(e.msg, "affine");
     tap_ok(t, affine_refused, "shifted origin refused: %s", e.msg);
     fine_tensor_free(&b.data);
     int64_t sz2[3] = {6, 6, 7};
     fine_tensor_alloc(&b.data, FINE_U8, 3, sz2, &e);
     fine_geometry_init(&b.geom, sz2, sp);
-    tap_ok(t, fine_check_same_grid(&a, "p.nii.gz", &b, "r.nii.gz", 1e-3, &e) < 0 && strstr(e.msg, "p.nii.gz") &&
+    tap_ok(t, fine_check_same_grid(&a, "p.nii.gz", &b, "r.nii.gz", 1e-2, &e) < 0 && strstr(e.msg, "p.nii.gz") &&
                   strstr(e.msg, "r.nii.gz") && strstr(e.msg, "5x6x7") && strstr(e.msg, "6x6x7"),
            "shape mismatch names both files and shapes: %s", e.msg);
     fine_tensor_free(&a.data);
