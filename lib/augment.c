@@ -154,10 +154,12 @@ void fine_aug_basic_patch(const fine_aug_params *p, const int64_t crop[3], int64
 struct fine_aug_work {
     float *coef;   /* spline coefficients of a box region; low-resolution volume */
     size_t coef_n;
-    float *tmp;    /* intermediate volumes (blur, resizing) */
+    float *tmp;    /* intermediate volumes (resizing); the x-pass lanes of the prefilter */
     size_t tmp_n;
     double *lin;   /* bundles of lines for the 1-D filters (in and out) */
     size_t lin_n;
+    double *pad;   /* a padded bundle (order-3 zoom) */
+    size_t pad_n;
 };
 
 fine_aug_work *fine_aug_work_new(void)
@@ -172,6 +174,7 @@ void fine_aug_work_free(fine_aug_work *w)
     free(w->coef);
     free(w->tmp);
     free(w->lin);
+    free(w->pad);
     free(w);
 }
 
@@ -268,67 +271,118 @@ static int along_axis(const float *x, const int64_t size[3], int axis, float *y,
 
 /* ---------------------------------------------------------------- cubic B-spline prefilter */
 
-/* scipy's spline_filter1d(order=3) on each lane: gain, causal and anticausal recursions with
- * the pole z = sqrt(3) - 2. mirror: whole-sample symmetric boundaries (modes 'mirror' and
- * 'constant'); otherwise half-sample ('reflect', 'nearest'). A line of one sample is left as
- * it is. */
-static void bspline_lanes(double *b, int64_t n, int64_t w, int mirror)
+/* scipy's spline_filter1d(order=3) with half-sample ('reflect', 'nearest') boundaries on each
+ * lane of a bundle (n rows of w lanes): gain, causal and anticausal recursions with the pole
+ * z = sqrt(3) - 2. The causal start is the reflected sum; it equals scipy's to 1e-12 for
+ * lines of 13 samples or more, and it is only used on lines padded by 12 (op_cubic_nearest).
+ * A line of one sample is left as it is. */
+static void bspline_lanes_reflect(double *b, int64_t n, int64_t w)
 {
     if (n < 2)
         return;
     const double z = sqrt(3.0) - 2.0, gain = (1.0 - z) * (1.0 - 1.0 / z);
     for (int64_t i = 0; i < n * w; i++)
         b[i] *= gain;
-    /* causal initial value: the sum over the whole (mirrored) line; terms beyond z^40 are
-     * below double precision and skipped */
+    /* terms beyond z^40 are below double precision and skipped */
     int64_t kmax = n < 42 ? n : 42;
-    if (mirror) {
-        double zn1 = pow(z, (double)(n - 1)), zi = z, den = 1.0 - zn1 * zn1;
-        for (int64_t c = 0; c < w; c++)
-            b[c] = b[c] + zn1 * b[(n - 1) * w + c];
-        for (int64_t i = 1; i < n - 1 && i < kmax; i++, zi *= z)
-            for (int64_t c = 0; c < w; c++)
-                b[c] += zi * (b[i * w + c] + zn1 * b[(n - 1 - i) * w + c]);
-        for (int64_t c = 0; c < w; c++)
-            b[c] /= den;
-    } else {
-        double zn = pow(z, (double)n), zi = z, f = z / (1.0 - zn * zn);
-        double c0[LANES];
-        for (int64_t c = 0; c < w; c++) {
-            c0[c] = b[c];
-            b[c] = b[c] + zn * b[(n - 1) * w + c];
-        }
-        for (int64_t i = 1; i < n && i < kmax; i++, zi *= z)
-            for (int64_t c = 0; c < w; c++)
-                b[c] += zi * (b[i * w + c] + zn * b[(n - 1 - i) * w + c]);
-        for (int64_t c = 0; c < w; c++)
-            b[c] = b[c] * f + c0[c];
+    double zn = pow(z, (double)n), zi = z, f = z / (1.0 - zn * zn);
+    double c0[LANES];
+    for (int64_t c = 0; c < w; c++) {
+        c0[c] = b[c];
+        b[c] = b[c] + zn * b[(n - 1) * w + c];
     }
+    for (int64_t i = 1; i < n && i < kmax; i++, zi *= z)
+        for (int64_t c = 0; c < w; c++)
+            b[c] += zi * (b[i * w + c] + zn * b[(n - 1 - i) * w + c]);
+    for (int64_t c = 0; c < w; c++)
+        b[c] = b[c] * f + c0[c];
     for (int64_t i = 1; i < n; i++)
         for (int64_t c = 0; c < w; c++)
             b[i * w + c] += z * b[(i - 1) * w + c];
-    double *last = b + (n - 1) * w, *prev = b + (n - 2) * w;
-    if (mirror) {
-        double f = z / (z * z - 1.0);
-        for (int64_t c = 0; c < w; c++)
-            last[c] = (z * prev[c] + last[c]) * f;
-    } else {
-        double f = z / (z - 1.0);
-        for (int64_t c = 0; c < w; c++)
-            last[c] *= f;
-    }
+    double *last = b + (n - 1) * w, fa = z / (z - 1.0);
+    for (int64_t c = 0; c < w; c++)
+        last[c] *= fa;
     for (int64_t i = n - 2; i >= 0; i--)
         for (int64_t c = 0; c < w; c++)
             b[i * w + c] = z * (b[(i + 1) * w + c] - b[i * w + c]);
 }
 
-static void op_prefilter_mirror(const double *in, int64_t n, double *out, int64_t n_out, int64_t w,
-                                const void *ctx)
+/* scipy's spline_filter1d(order=3) with whole-sample boundaries (its 'mirror', which
+ * map_coordinates also uses for mode 'constant'), in float, in place: n rows of w contiguous
+ * lanes, row i at b + i * stride. The y and z passes of a [z, y, x] block run on it directly
+ * (recursions across x, no copies); the x pass on transposed bundles (prefilter_axis). */
+static void bspline_rows_f(float *b, int64_t n, int64_t w, int64_t stride)
 {
-    (void)ctx;
-    (void)n_out;
-    memcpy(out, in, (size_t)(n * w) * sizeof *out);
-    bspline_lanes(out, n, w, 1);
+    if (n < 2)
+        return;
+    const double zd = sqrt(3.0) - 2.0;
+    const float z = (float)zd, gain = (float)((1.0 - zd) * (1.0 - 1.0 / zd));
+    for (int64_t i = 0; i < n; i++) {
+        float *r = b + i * stride;
+        for (int64_t c = 0; c < w; c++)
+            r[c] *= gain;
+    }
+    int64_t kmax = n < 42 ? n : 42;
+    float zn1 = (float)pow(zd, (double)(n - 1)), den = (float)(1.0 - pow(zd, 2.0 * (double)(n - 1)));
+    float *r0 = b, *rl = b + (n - 1) * stride;
+    for (int64_t c = 0; c < w; c++)
+        r0[c] = r0[c] + zn1 * rl[c];
+    double zi = zd;
+    for (int64_t i = 1; i < n - 1 && i < kmax; i++, zi *= zd) {
+        const float *a = b + i * stride, *m = b + (n - 1 - i) * stride;
+        float zf = (float)zi;
+        for (int64_t c = 0; c < w; c++)
+            r0[c] += zf * (a[c] + zn1 * m[c]);
+    }
+    for (int64_t c = 0; c < w; c++)
+        r0[c] /= den;
+    for (int64_t i = 1; i < n; i++) {
+        float *r = b + i * stride, *p = r - stride;
+        for (int64_t c = 0; c < w; c++)
+            r[c] += z * p[c];
+    }
+    float f = (float)(zd / (zd * zd - 1.0));
+    float *rp = rl - stride;
+    for (int64_t c = 0; c < w; c++)
+        rl[c] = (z * rp[c] + rl[c]) * f;
+    for (int64_t i = n - 2; i >= 0; i--) {
+        float *r = b + i * stride, *nx = r + stride;
+        for (int64_t c = 0; c < w; c++)
+            r[c] = z * (nx[c] - r[c]);
+    }
+}
+
+/* The mirror prefilter of a [z, y, x] float block along axis, in place; buf is a scratch of
+ * size[2] * XLANES floats. */
+enum { XLANES = 32 };
+
+static void prefilter_axis(float *C, const int64_t size[3], int axis, float *buf)
+{
+    int64_t nz = size[0], ny = size[1], nx = size[2];
+    if (axis == 2) { /* XLANES rows at a time, transposed so the recursions run across rows */
+        int64_t rows = nz * ny;
+        for (int64_t r0 = 0; r0 < rows; r0 += XLANES) {
+            int64_t w = rows - r0 < XLANES ? rows - r0 : XLANES;
+            for (int64_t c = 0; c < w; c++) {
+                const float *a = C + (r0 + c) * nx;
+                for (int64_t i = 0; i < nx; i++)
+                    buf[i * XLANES + c] = a[i];
+            }
+            bspline_rows_f(buf, nx, w, XLANES);
+            for (int64_t c = 0; c < w; c++) {
+                float *a = C + (r0 + c) * nx;
+                for (int64_t i = 0; i < nx; i++)
+                    a[i] = buf[i * XLANES + c];
+            }
+        }
+    } else if (axis == 1) {
+        for (int64_t z = 0; z < nz; z++)
+            bspline_rows_f(C + z * ny * nx, ny, nx, nx);
+    } else { /* columns of the (y, x) plane in chunks that stay in cache */
+        int64_t plane = ny * nx, chunk = 1024;
+        for (int64_t c0 = 0; c0 < plane; c0 += chunk)
+            bspline_rows_f(C + c0, nz, plane - c0 < chunk ? plane - c0 : chunk, plane);
+    }
 }
 
 /* Cubic B-spline weights at fraction t in [0, 1) for the samples floor-1 .. floor+2. */
@@ -344,6 +398,8 @@ static inline void cubic_weights(double t, double w[4])
 /* scipy's 'mirror' index map into [0, n). */
 static inline int64_t mirror_index(int64_t i, int64_t n)
 {
+    if (i >= 0 && i < n)
+        return i;
     if (n == 1)
         return 0;
     int64_t period = 2 * (n - 1);
@@ -476,39 +532,40 @@ static inline int box_label(const fine_aug_source *src, int64_t z, int64_t y, in
     return src->label[(z * src->size[1] + y) * src->size[2] + x];
 }
 
-/* batchgenerators interpolate_img(is_seg, order 1): the largest label whose linear weight is
- * >= 0.5, else 0. p is inside the box. */
-static uint8_t label_at(const fine_aug_source *src, const double p[3], int planar)
+/* batchgenerators interpolate_img(is_seg, order 1) at box point f + t (f integer, t in
+ * [0, 1) per axis, inside the box): each label's indicator interpolated linearly, the largest
+ * label whose weight is >= 0.5 wins, else 0. */
+static uint8_t label_at(const fine_aug_source *src, const int64_t f[3], const double t[3], int planar)
 {
-    const int64_t *P = src->box_size;
-    int64_t f[3], g[3];
-    double t[3];
+    const int64_t *P = src->box_size, *n = src->size;
+    int64_t c[3], g[3];
     for (int d = 0; d < 3; d++) {
-        f[d] = (int64_t)p[d];
-        t[d] = p[d] - (double)f[d];
-        g[d] = f[d] + 1 < P[d] ? f[d] + 1 : f[d]; /* f + 1 == P only when t == 0 */
+        c[d] = f[d] + src->box_lo[d];
+        g[d] = (planar && d == 0) || f[d] + 1 >= P[d] ? 0 : 1; /* f + 1 == P only when t == 0 */
     }
-    int lab[8];
-    double wt[8];
-    int nc = 0;
-    for (int a = 0; a < (planar ? 1 : 2); a++) {
-        double wa = planar ? 1.0 : (a ? t[0] : 1.0 - t[0]);
-        int64_t z = a ? g[0] : f[0];
-        for (int b = 0; b < 2; b++) {
-            double wb = b ? t[1] : 1.0 - t[1];
-            int64_t y = b ? g[1] : f[1];
-            for (int c = 0; c < 2; c++) {
-                double wc = c ? t[2] : 1.0 - t[2];
-                lab[nc] = box_label(src, z, y, c ? g[2] : f[2]);
-                wt[nc++] = wa * wb * wc;
-            }
-        }
+    int lab[8], nc = planar ? 4 : 8;
+    if (c[0] >= 0 && c[0] + g[0] < n[0] && c[1] >= 0 && c[1] + g[1] < n[1] && c[2] >= 0 &&
+        c[2] + g[2] < n[2]) {
+        const uint8_t *L = src->label + (c[0] * n[1] + c[1]) * n[2] + c[2];
+        int64_t sz = g[0] * n[1] * n[2], sy = g[1] * n[2], sx = g[2];
+        lab[0] = L[0], lab[1] = L[sx], lab[2] = L[sy], lab[3] = L[sy + sx];
+        if (!planar)
+            lab[4] = L[sz], lab[5] = L[sz + sx], lab[6] = L[sz + sy], lab[7] = L[sz + sy + sx];
+    } else {
+        for (int i = 0; i < nc; i++)
+            lab[i] = box_label(src, f[0] + ((i >> 2) & 1) * g[0], f[1] + ((i >> 1) & 1) * g[1],
+                               f[2] + (i & 1) * g[2]);
     }
     int same = 1;
     for (int i = 1; i < nc; i++)
         same &= lab[i] == lab[0];
     if (same)
         return (uint8_t)lab[0];
+    double wt[8];
+    for (int i = 0; i < nc; i++) {
+        double wz = planar ? 1.0 : ((i >> 2) & 1 ? t[0] : 1.0 - t[0]);
+        wt[i] = wz * ((i >> 1) & 1 ? t[1] : 1.0 - t[1]) * (i & 1 ? t[2] : 1.0 - t[2]);
+    }
     int best = 0;
     for (int i = 0; i < nc; i++) {
         if (lab[i] <= best)
@@ -521,6 +578,69 @@ static uint8_t label_at(const fine_aug_source *src, const double p[3], int plana
             best = lab[i];
     }
     return (uint8_t)best;
+}
+
+/* Four floats as one vector (GCC and Clang vector extensions: SSE on x86-64, NEON on arm64). */
+typedef float v4f __attribute__((vector_size(16)));
+
+static inline v4f load4(const float *p)
+{
+    v4f v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void cubic_weights_f(float t, float w[4])
+{
+    float t2 = t * t, t3 = t2 * t, u = 1.0f - t;
+    w[0] = u * u * u * (1.0f / 6.0f);
+    w[1] = (3.0f * t3 - 6.0f * t2 + 4.0f) * (1.0f / 6.0f);
+    w[2] = (-3.0f * t3 + 3.0f * t2 + 3.0f * t + 1.0f) * (1.0f / 6.0f);
+    w[3] = t3 * (1.0f / 6.0f);
+}
+
+/* The spline at box point f + t from the coefficients C of region [rlo, rlo + rn): nz = 4
+ * taps along z (nz = 1 in planar mode: slice f[0]). */
+static float spline_at(const float *C, const int64_t rlo[3], const int64_t rn[3],
+                       const int64_t P[3], const int64_t f[3], const double t[3], int planar)
+{
+    const int64_t sy = rn[2], sz = rn[1] * rn[2];
+    float wz[4] = {1, 0, 0, 0}, wy[4], wx[4];
+    int nz = planar ? 1 : 4;
+    if (!planar)
+        cubic_weights_f((float)t[0], wz);
+    cubic_weights_f((float)t[1], wy);
+    cubic_weights_f((float)t[2], wx);
+    int inside = f[1] >= 1 && f[1] + 2 < P[1] && f[2] >= 1 && f[2] + 2 < P[2] &&
+                 (planar || (f[0] >= 1 && f[0] + 2 < P[0]));
+    if (inside) { /* no mirrored index: 16 (planar 4) rows of 4 neighbouring coefficients */
+        const float *b = C + (f[0] - (planar ? 0 : 1) - rlo[0]) * sz + (f[1] - 1 - rlo[1]) * sy +
+                         (f[2] - 1 - rlo[2]);
+        v4f acc = {0, 0, 0, 0};
+        for (int a = 0; a < nz; a++) {
+            const float *r = b + a * sz;
+            v4f ay = load4(r) * wy[0] + load4(r + sy) * wy[1] + load4(r + 2 * sy) * wy[2] +
+                     load4(r + 3 * sy) * wy[3];
+            acc += ay * wz[a];
+        }
+        return acc[0] * wx[0] + acc[1] * wx[1] + acc[2] * wx[2] + acc[3] * wx[3];
+    }
+    int64_t oz[4], oy[4], ox[4];
+    for (int a = 0; a < 4; a++) {
+        oz[a] = planar ? (f[0] - rlo[0]) * sz : (mirror_index(f[0] - 1 + a, P[0]) - rlo[0]) * sz;
+        oy[a] = (mirror_index(f[1] - 1 + a, P[1]) - rlo[1]) * sy;
+        ox[a] = mirror_index(f[2] - 1 + a, P[2]) - rlo[2];
+    }
+    float acc = 0;
+    for (int a = 0; a < nz; a++) {
+        float ay = 0;
+        for (int b = 0; b < 4; b++) {
+            const float *r = C + oz[a] + oy[b];
+            ay += (r[ox[0]] * wx[0] + r[ox[1]] * wx[1] + r[ox[2]] * wx[2] + r[ox[3]] * wx[3]) * wy[b];
+        }
+        acc += ay * wz[a];
+    }
+    return acc;
 }
 
 int fine_aug_resample(const fine_aug_source *src, const double m[3][3], int planar,
@@ -570,75 +690,51 @@ int fine_aug_resample(const fine_aug_source *src, const double m[3][3], int plan
         return -1;
     float *C = w->coef;
     fill_region(src, rlo, rn, C);
+    if (RESERVE(w, tmp, tmp_n, (size_t)(rn[2] * XLANES), e) < 0)
+        return -1;
     for (int axis = 2; axis >= (planar ? 1 : 0); axis--)
-        if (along_axis(C, rn, axis, C, rn[axis], op_prefilter_mirror, NULL, w, e) < 0)
-            return -1;
+        prefilter_axis(C, rn, axis, w->tmp);
 
-    const int64_t sy = rn[2], sz = rn[1] * rn[2];
+    /* The output is visited in tiles of 8x8x16 voxels: the coefficients and labels a tile
+     * reads then stay in cache (a rotated row of the crop otherwise crosses a new set of
+     * 16 box rows at every voxel). */
     const double lim[3] = {(double)(P[0] - 1), (double)(P[1] - 1), (double)(P[2] - 1)};
-    for (int64_t i = 0; i < crop[0]; i++)
-        for (int64_t j = 0; j < crop[1]; j++) {
-            double o0 = (double)i - h[0], o1 = (double)j - h[1];
-            double base[3];
-            for (int d = 0; d < 3; d++)
-                base[d] = ctr[d] + m[d][0] * o0 + m[d][1] * o1;
-            int64_t row = (i * crop[1] + j) * crop[2];
-            for (int64_t k = 0; k < crop[2]; k++) {
-                double o2 = (double)k - h[2];
-                double p[3] = {base[0] + m[0][2] * o2, base[1] + m[1][2] * o2, base[2] + m[2][2] * o2};
-                if (planar)
-                    p[0] = (double)i;
-                if (!(p[0] >= 0 && p[0] <= lim[0] && p[1] >= 0 && p[1] <= lim[1] && p[2] >= 0 &&
-                      p[2] <= lim[2])) {
-                    image[row + k] = 0;
-                    if (label)
-                        label[row + k] = 0;
-                    continue;
-                }
-                int64_t oz[4], oy[4], ox[4];
-                double wz[4], wy[4], wx[4];
-                int nz = 4;
-                if (planar) {
-                    nz = 1;
-                    wz[0] = 1.0;
-                    oz[0] = (i - rlo[0]) * sz;
-                } else {
-                    int64_t f = (int64_t)p[0];
-                    cubic_weights(p[0] - (double)f, wz);
-                    for (int a = 0; a < 4; a++)
-                        oz[a] = (mirror_index(f - 1 + a, P[0]) - rlo[0]) * sz;
-                }
-                int64_t fy = (int64_t)p[1], fx = (int64_t)p[2];
-                cubic_weights(p[1] - (double)fy, wy);
-                cubic_weights(p[2] - (double)fx, wx);
-                int fast = fx >= 1 && fx + 2 <= P[2] - 1;
-                for (int a = 0; a < 4; a++) {
-                    oy[a] = (mirror_index(fy - 1 + a, P[1]) - rlo[1]) * sy;
-                    ox[a] = mirror_index(fx - 1 + a, P[2]) - rlo[2];
-                }
-                float wxf[4] = {(float)wx[0], (float)wx[1], (float)wx[2], (float)wx[3]};
-                float acc = 0;
-                for (int a = 0; a < nz; a++) {
-                    float accy = 0;
-                    for (int b = 0; b < 4; b++) {
-                        const float *r = C + oz[a] + oy[b];
-                        float v;
-                        if (fast) {
-                            r += ox[0];
-                            v = r[0] * wxf[0] + r[1] * wxf[1] + r[2] * wxf[2] + r[3] * wxf[3];
-                        } else {
-                            v = r[ox[0]] * wxf[0] + r[ox[1]] * wxf[1] + r[ox[2]] * wxf[2] +
-                                r[ox[3]] * wxf[3];
+    enum { TZ = 8, TY = 8, TX = 16 };
+    for (int64_t i0 = 0; i0 < crop[0]; i0 += TZ)
+        for (int64_t j0 = 0; j0 < crop[1]; j0 += TY)
+            for (int64_t k0 = 0; k0 < crop[2]; k0 += TX) {
+                int64_t i1 = i0 + TZ < crop[0] ? i0 + TZ : crop[0];
+                int64_t j1 = j0 + TY < crop[1] ? j0 + TY : crop[1];
+                int64_t k1 = k0 + TX < crop[2] ? k0 + TX : crop[2];
+                for (int64_t i = i0; i < i1; i++)
+                    for (int64_t j = j0; j < j1; j++) {
+                        double o0 = (double)i - h[0], o1 = (double)j - h[1];
+                        double base[3];
+                        for (int d = 0; d < 3; d++)
+                            base[d] = ctr[d] + m[d][0] * o0 + m[d][1] * o1;
+                        int64_t row = (i * crop[1] + j) * crop[2];
+                        for (int64_t k = k0; k < k1; k++) {
+                            double o2 = (double)k - h[2];
+                            double p[3] = {base[0] + m[0][2] * o2, base[1] + m[1][2] * o2,
+                                           base[2] + m[2][2] * o2};
+                            if (planar)
+                                p[0] = (double)i;
+                            if (!(p[0] >= 0 && p[0] <= lim[0] && p[1] >= 0 && p[1] <= lim[1] &&
+                                  p[2] >= 0 && p[2] <= lim[2])) { /* outside the box: the constant */
+                                image[row + k] = 0;
+                                if (label)
+                                    label[row + k] = 0;
+                                continue;
+                            }
+                            int64_t f[3] = {(int64_t)p[0], (int64_t)p[1], (int64_t)p[2]};
+                            double t[3] = {p[0] - (double)f[0], p[1] - (double)f[1],
+                                           p[2] - (double)f[2]};
+                            image[row + k] = spline_at(C, rlo, rn, P, f, t, planar);
+                            if (label)
+                                label[row + k] = src->label ? label_at(src, f, t, planar) : 0;
                         }
-                        accy += v * (float)wy[b];
                     }
-                    acc += accy * (float)wz[a];
-                }
-                image[row + k] = acc;
-                if (label)
-                    label[row + k] = src->label ? label_at(src, p, planar) : 0;
             }
-        }
     return 0;
 }
 
@@ -748,14 +844,16 @@ void fine_aug_gamma(float *x, int64_t n, double gamma, int invert, int retain_st
             x[i] = -x[i];
     double mu = 0, sd = 0, lo, hi;
     stats(x, n, &mu, &sd, &lo, &hi);
-    double r = hi - lo + 1e-7;
+    /* numpy evaluates the power on the float32 patch: powf */
+    float r = (float)(hi - lo + 1e-7), flo = (float)lo, g = (float)gamma;
     for (int64_t i = 0; i < n; i++)
-        x[i] = (float)(pow(((double)x[i] - lo) / r, gamma) * r + lo);
+        x[i] = powf((x[i] - flo) / r, g) * r + flo;
     if (retain_stats) {
         double mu2, sd2;
         stats(x, n, &mu2, &sd2, NULL, NULL);
+        double f = sd / (sd2 + 1e-8);
         for (int64_t i = 0; i < n; i++)
-            x[i] = (float)(((double)x[i] - mu2) / (sd2 + 1e-8) * sd + mu);
+            x[i] = (float)(((double)x[i] - mu2) * f + mu);
     }
     if (invert)
         for (int64_t i = 0; i < n; i++)
@@ -765,28 +863,39 @@ void fine_aug_gamma(float *x, int64_t n, double gamma, int invert, int retain_st
 void fine_aug_mirror(float *image, uint8_t *label, const int64_t size[3], int axis)
 {
     int64_t nz = size[0], ny = size[1], nx = size[2];
-    for (int64_t z = 0; z < nz; z++)
-        for (int64_t y = 0; y < ny; y++)
-            for (int64_t xx = 0; xx < nx; xx++) {
-                int64_t z2 = z, y2 = y, x2 = xx;
-                if (axis == 0)
-                    z2 = nz - 1 - z;
-                else if (axis == 1)
-                    y2 = ny - 1 - y;
-                else
-                    x2 = nx - 1 - xx;
-                int64_t a = (z * ny + y) * nx + xx, b = (z2 * ny + y2) * nx + x2;
-                if (b <= a) /* swap each pair once; the middle stays */
-                    continue;
-                float t = image[a];
-                image[a] = image[b];
-                image[b] = t;
-                if (label) {
-                    uint8_t u = label[a];
-                    label[a] = label[b];
-                    label[b] = u;
+    if (axis == 2) {
+        for (int64_t r = 0; r < nz * ny; r++) {
+            float *a = image + r * nx;
+            uint8_t *l = label ? label + r * nx : NULL;
+            for (int64_t i = 0, j = nx - 1; i < j; i++, j--) {
+                float t = a[i];
+                a[i] = a[j], a[j] = t;
+                if (l) {
+                    uint8_t u = l[i];
+                    l[i] = l[j], l[j] = u;
                 }
             }
+        }
+        return;
+    }
+    /* axis 0 or 1: swap whole rows of x */
+    int64_t outer = axis == 0 ? 1 : nz, n = axis == 0 ? nz : ny, step = axis == 0 ? ny * nx : nx;
+    int64_t width = axis == 0 ? ny * nx : nx, group = axis == 0 ? 0 : ny * nx;
+    for (int64_t g = 0; g < outer; g++)
+        for (int64_t i = 0, j = n - 1; i < j; i++, j--) {
+            float *a = image + g * group + i * step, *b = image + g * group + j * step;
+            for (int64_t k = 0; k < width; k++) {
+                float t = a[k];
+                a[k] = b[k], b[k] = t;
+            }
+            if (label) {
+                uint8_t *la = label + g * group + i * step, *lb = label + g * group + j * step;
+                for (int64_t k = 0; k < width; k++) {
+                    uint8_t u = la[k];
+                    la[k] = lb[k], lb[k] = u;
+                }
+            }
+        }
 }
 
 /* Order-0 zoom (scipy, grid_mode=True, mode 'nearest'): sample floor(c + 0.5) of
@@ -824,7 +933,7 @@ static void op_cubic_nearest(const double *in, int64_t n, double *out, int64_t n
         s = s < 0 ? 0 : s > n - 1 ? n - 1 : s;
         memcpy(b + i * w, in + s * w, (size_t)w * sizeof *b);
     }
-    bspline_lanes(b, np, w, 0);
+    bspline_lanes_reflect(b, np, w);
     double zoom = (double)n / (double)n_out;
     for (int64_t o = 0; o < n_out; o++) {
         double c = ((double)o + 0.5) * zoom - 0.5 + NEAREST_PAD;
@@ -878,10 +987,9 @@ int fine_aug_lowres(float *x, const int64_t size[3], const int64_t down[3], fine
     /* up, the last axis written straight into x */
     int64_t nmax = size[0] > size[1] ? size[0] : size[1];
     nmax = nmax > size[2] ? nmax : size[2];
-    double *pad = malloc((size_t)(nmax + 2 * NEAREST_PAD) * LANES * sizeof *pad);
-    if (!pad)
-        return fine_err_set(e, "out of memory");
-    zoom_ctx zc = {pad};
+    if (RESERVE(w, pad, pad_n, (size_t)(nmax + 2 * NEAREST_PAD) * LANES, e) < 0)
+        return -1;
+    zoom_ctx zc = {w->pad};
     int last = 2;
     while (last >= 0 && cur[last] == size[last])
         last--;
@@ -889,15 +997,12 @@ int fine_aug_lowres(float *x, const int64_t size[3], const int64_t down[3], fine
         if (cur[axis] == size[axis])
             continue;
         float *dst = axis == last ? x : bufs[which];
-        if (along_axis(src, cur, axis, dst, size[axis], op_cubic_nearest, &zc, w, e) < 0) {
-            free(pad);
+        if (along_axis(src, cur, axis, dst, size[axis], op_cubic_nearest, &zc, w, e) < 0)
             return -1;
-        }
         cur[axis] = size[axis];
         src = dst;
         which ^= 1;
     }
-    free(pad);
     for (int64_t i = 0; i < n; i++) /* skimage resize(clip=True) */
         x[i] = x[i] < lo ? (float)lo : x[i] > hi ? (float)hi : x[i];
     return 0;

@@ -122,7 +122,7 @@ static double min_from(const double *v, int64_t from, int64_t n)
     return m;
 }
 
-double fine_percentile(double *v, int64_t n, double q)
+double fine_norm_percentile(double *v, int64_t n, double q)
 {
     /* numpy 1.22+ 'linear': virtual index (n - 1) * (q / 100), lerp between its neighbours;
      * _lerp: a + (b - a) * t, or b - (b - a) * (1 - t) when t >= 0.5. */
@@ -143,7 +143,7 @@ double fine_percentile(double *v, int64_t n, double q)
     return t >= 0.5 ? b - d * (1 - t) : a + d * t;
 }
 
-void fine_mean_std(const double *v, int64_t n, double *mean, double *std)
+void fine_norm_mean_std(const double *v, int64_t n, double *mean, double *std)
 {
     double s = 0;
     for (int64_t i = 0; i < n; i++)
@@ -162,7 +162,7 @@ int fine_fg_sample_stats(fine_fg_sample *s, fine_norm_stats *st, fine_err *e)
     if (s->n == 0)
         return fine_err_set(e, "no foreground voxels (label > 0) in the training cases");
     int64_t n = s->n;
-    fine_mean_std(s->v, n, &st->mean, &st->std);
+    fine_norm_mean_std(s->v, n, &st->mean, &st->std);
     st->min = s->v[0];
     st->max = s->v[0];
     for (int64_t i = 1; i < n; i++) {
@@ -171,8 +171,8 @@ int fine_fg_sample_stats(fine_fg_sample *s, fine_norm_stats *st, fine_err *e)
         if (s->v[i] > st->max)
             st->max = s->v[i];
     }
-    st->lower = fine_percentile(s->v, n, 0.5);
-    st->upper = fine_percentile(s->v, n, 99.5);
+    st->lower = fine_norm_percentile(s->v, n, 0.5);
+    st->upper = fine_norm_percentile(s->v, n, 99.5);
     /* np.median: the middle element, or the mean of the two middle ones */
     select_kth(s->v, n, (n - 1) / 2);
     double a = s->v[(n - 1) / 2];

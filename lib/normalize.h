@@ -57,10 +57,10 @@ int fine_fg_sample_stats(fine_fg_sample *s, fine_norm_stats *st, fine_err *e);
 /* The q-th percentile (0 <= q <= 100) of v[0..n), n >= 1, as numpy.percentile(v, q) with the
  * default linear method: index (n - 1) * q / 100 between the two order statistics around it,
  * found by selection (v is reordered, not sorted). */
-double fine_percentile(double *v, int64_t n, double q);
+double fine_norm_percentile(double *v, int64_t n, double q);
 
 /* Mean and population standard deviation (numpy mean, std) of v[0..n), in double, two passes. */
-void fine_mean_std(const double *v, int64_t n, double *mean, double *std);
+void fine_norm_mean_std(const double *v, int64_t n, double *mean, double *std);
 
 /* ---------------------------------------------------------------- applying */
 

@@ -233,6 +233,27 @@ static size_t pass_scratch(int64_t L)
     return (size_t)(L + 2 * PAD + 1) * VW;
 }
 
+/* acc = the weighted sum of 4 (or 2) consecutive block rows, one vector op per lane group. */
+static inline void taps4(float *restrict acc, const float *restrict r, const float *restrict w)
+{
+    const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
+    for (int l = 0; l < VW; l++)
+        acc[l] = w0 * r[l] + w1 * r[VW + l] + w2 * r[2 * VW + l] + w3 * r[3 * VW + l];
+}
+
+static inline void taps2(float *restrict acc, const float *restrict r, const float *restrict w)
+{
+    const float w0 = w[0], w1 = w[1];
+    for (int l = 0; l < VW; l++)
+        acc[l] = w0 * r[l] + w1 * r[VW + l];
+}
+
+static inline void copy_lanes(float *restrict d, const float *restrict s)
+{
+    for (int l = 0; l < VW; l++)
+        d[l] = s[l];
+}
+
 static void pass_unit(const pass *p, int64_t u, float *blk)
 {
     const axis_map *m = p->m;
@@ -274,22 +295,18 @@ static void pass_unit(const pass *p, int64_t u, float *blk)
     float *acc = blk + (L + 2 * PAD) * VW;
     for (int64_t o = 0; o < M; o++) {
         const float *r = blk + m->start[o] * VW, *w = m->w + o * m->taps;
-        if (m->taps == 4) {
-            const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
-            for (int l = 0; l < VW; l++)
-                acc[l] = w0 * r[l] + w1 * r[VW + l] + w2 * r[2 * VW + l] + w3 * r[3 * VW + l];
-        } else if (m->taps == 2) {
-            const float w0 = w[0], w1 = w[1];
-            for (int l = 0; l < VW; l++)
-                acc[l] = w0 * r[l] + w1 * r[VW + l];
-        } else {
-            for (int l = 0; l < VW; l++)
-                acc[l] = r[l];
-        }
+        if (m->taps == 4)
+            taps4(acc, r, w);
+        else if (m->taps == 2)
+            taps2(acc, r, w);
+        else
+            memcpy(acc, r, VW * sizeof(float));
         if (B == 1) {
             float *d = p->dst + a * M + o;
             for (int64_t l = 0; l < wn; l++)
                 d[l * M] = acc[l];
+        } else if (wn == VW) {
+            copy_lanes(p->dst + (a * M + o) * B + b0, acc);
         } else {
             memcpy(p->dst + (a * M + o) * B + b0, acc, (size_t)wn * sizeof(float));
         }

@@ -94,9 +94,9 @@ int fine_volume_resample(const fine_volume *in, const double target_spacing[3], 
  * Outside the crop box: seg/label/image 0, prob 1 for channel 0 (background) and 0 for the
  * others, so every voxel stays a distribution and its argmax is the background, as nnU-Net
  * pastes its argmax with 0 outside. out: same case and name, dtype f32 for image, u8 for
- * seg/label, the input's dtype for prob; geometry size = spacing-wise the original grid
- * (size = original_size, spacing = original_spacing, crop box = the whole grid), NIfTI fields
- * kept, so fine_nifti_write puts it exactly over the original image. Returns 0 or -1. */
+ * seg/label, the input's dtype for prob; geometry: the original grid (size = original_size,
+ * spacing = original_spacing, crop box = the whole grid), NIfTI fields kept, so
+ * fine_nifti_write puts it exactly over the original image. Returns 0 or -1. */
 int fine_resample_to_original(const fine_volume *in, int threads, fine_volume *out, fine_err *e);
 
 /* The same for a "prob" volume, fused with nnU-Net's argmax (first maximum wins): out is a

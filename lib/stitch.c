@@ -26,6 +26,7 @@ void fine_stitch_free(fine_stitch *s)
     free(s->acc);
     free(s->wsum);
     free(s->gmap);
+    free(s->f16);
     memset(s, 0, sizeof *s);
 }
 
@@ -37,9 +38,43 @@ typedef struct add_job {
     int64_t lo[3], hi[3];   /* overlap box in volume coordinates */
     int64_t origin[3];
     int64_t r0, r1;
-    int bad;                /* a non-finite value was seen */
     float *tmp;             /* K * row length */
 } add_job;
+
+/* a[i] += x[i] * g[i]; unrolled by 8 so that the compiler can vectorize it at -O2. */
+static void add_weighted(float *restrict a, const float *restrict x, const float *restrict g, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        a[i] += x[i] * g[i];
+        a[i + 1] += x[i + 1] * g[i + 1];
+        a[i + 2] += x[i + 2] * g[i + 2];
+        a[i + 3] += x[i + 3] * g[i + 3];
+        a[i + 4] += x[i + 4] * g[i + 4];
+        a[i + 5] += x[i + 5] * g[i + 5];
+        a[i + 6] += x[i + 6] * g[i + 6];
+        a[i + 7] += x[i + 7] * g[i + 7];
+    }
+    for (; i < n; i++)
+        a[i] += x[i] * g[i];
+}
+
+static void add_row(float *restrict a, const float *restrict g, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        a[i] += g[i];
+        a[i + 1] += g[i + 1];
+        a[i + 2] += g[i + 2];
+        a[i + 3] += g[i + 3];
+        a[i + 4] += g[i + 4];
+        a[i + 5] += g[i + 5];
+        a[i + 6] += g[i + 6];
+        a[i + 7] += g[i + 7];
+    }
+    for (; i < n; i++)
+        a[i] += g[i];
+}
 
 static void *add_rows(void *arg)
 {
@@ -55,14 +90,20 @@ static void *add_rows(void *arg)
         int64_t z = j->lo[0] + r / ny, y = j->lo[1] + r % ny, x0 = j->lo[2];
         int64_t t0 = ((z - j->origin[0]) * P[1] + (y - j->origin[1])) * P[2] + (x0 - j->origin[2]);
         int64_t v0 = (z * s->size[1] + y) * s->size[2] + x0;
+        const float *g = s->gmap + t0;
+        add_row(s->wsum + v0, g, len);
+        if (pf && !j->logits) { /* f32 probabilities: straight from the record */
+            for (int64_t c = 0; c < K; c++)
+                add_weighted(s->acc + c * vn + v0, pf + c * tn + t0, g, len);
+            continue;
+        }
         for (int64_t c = 0; c < K; c++) {
             float *row = j->tmp + c * len;
-            for (int64_t i = 0; i < len; i++) {
-                int64_t t = c * tn + t0 + i;
-                row[i] = pf ? pf[t] : fine_f16_to_f32(ph[t]);
-                if (!isfinite(row[i]))
-                    j->bad = 1;
-            }
+            if (pf)
+                memcpy(row, pf + c * tn + t0, (size_t)len * sizeof *row);
+            else
+                for (int64_t i = 0; i < len; i++)
+                    row[i] = s->f16[ph[c * tn + t0 + i]];
         }
         if (j->logits) /* softmax over the channels, per voxel */
             for (int64_t i = 0; i < len; i++) {
@@ -75,16 +116,8 @@ static void *add_rows(void *arg)
                 for (int64_t c = 0; c < K; c++)
                     j->tmp[c * len + i] /= sum;
             }
-        const float *g = s->gmap + t0;
-        float *w = s->wsum + v0;
-        for (int64_t i = 0; i < len; i++)
-            w[i] += g[i];
-        for (int64_t c = 0; c < K; c++) {
-            float *a = s->acc + c * vn + v0;
-            const float *row = j->tmp + c * len;
-            for (int64_t i = 0; i < len; i++)
-                a[i] += row[i] * g[i];
-        }
+        for (int64_t c = 0; c < K; c++)
+            add_weighted(s->acc + c * vn + v0, j->tmp + c * len, g, len);
     }
     return NULL;
 }
@@ -140,6 +173,13 @@ int fine_stitch_add(fine_stitch *s, const fine_tensor *pred, const int64_t origi
     }
     if (ensure_map(s, P, e) < 0)
         return -1;
+    if (pred->dtype == FINE_F16 && !s->f16) {
+        s->f16 = malloc(65536 * sizeof(float));
+        if (!s->f16)
+            return fine_err_set(e, "out of memory");
+        for (uint32_t h = 0; h < 65536; h++)
+            s->f16[h] = fine_f16_to_f32((uint16_t)h);
+    }
     int64_t rows = (hi[0] - lo[0]) * (hi[1] - lo[1]), len = hi[2] - lo[2];
     int nt = s->threads;
     if (nt > rows)
@@ -179,15 +219,10 @@ int fine_stitch_add(fine_stitch *s, const fine_tensor *pred, const int64_t origi
         for (int t = 1; t <= started; t++)
             pthread_join(tid[t], NULL);
     }
-    int bad = 0;
-    for (int t = 0; t < nt; t++) {
-        bad |= jobs[t].bad;
+    for (int t = 0; t < nt; t++)
         free(jobs[t].tmp);
-    }
     if (failed)
         return fine_err_set(e, "out of memory");
-    if (bad)
-        return fine_err_set(e, "prediction holds a value that is not finite");
     s->tiles++;
     return 0;
 }
@@ -208,10 +243,18 @@ int fine_stitch_finish(fine_stitch *s, fine_tensor *prob, fine_err *e)
             return fine_err_set(e, "voxel [%lld, %lld, %lld] is covered by no prediction",
                                 (long long)z, (long long)y, (long long)x);
         }
+    int finite = 1;
     for (int64_t c = 0; c < K; c++) {
-        float *a = s->acc + c * vn;
-        for (int64_t v = 0; v < vn; v++)
+        float *a = s->acc + c * vn, z = 0;
+        for (int64_t v = 0; v < vn; v++) {
             a[v] /= s->wsum[v];
+            z += a[v] * 0.0f; /* NaN once a value is not finite */
+        }
+        finite = finite && z == 0;
+    }
+    if (!finite) {
+        fine_stitch_free(s);
+        return fine_err_set(e, "the predictions hold a value that is not finite");
     }
     prob->dtype = FINE_F32;
     prob->ndim = 4;

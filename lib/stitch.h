@@ -27,6 +27,7 @@ typedef struct fine_stitch {
     float *wsum;        /* numel: Σ g */
     int64_t patch[3];   /* the tile size the cached map is for */
     float *gmap;        /* the cached weight map */
+    float *f16;         /* f16 -> f32 table (65536 entries), made at the first f16 tile */
     int64_t tiles;      /* tiles added so far */
 } fine_stitch;
 
@@ -37,14 +38,15 @@ int fine_stitch_begin(fine_stitch *s, const int64_t size[3], int gaussian, int t
 
 /* Adds one tile: pred is [K, z, y, x] f16 or f32; origin is the tile's first voxel in the case
  * volume (may be negative, and the tile may extend past the volume). With logits, a softmax
- * over the K channels is applied first. Fails when K differs from earlier tiles, the tile does
- * not overlap the volume, or a value is not finite. */
+ * over the K channels is applied first. Fails when K differs from earlier tiles or the tile does
+ * not overlap the volume (a value that is not finite is reported by fine_stitch_finish). */
 int fine_stitch_add(fine_stitch *s, const fine_tensor *pred, const int64_t origin[3], int logits,
                     fine_err *e);
 
 /* Ends the case: prob becomes the [K, z, y, x] f32 probabilities Σ(p·g)/Σ(g) (the buffer
- * moves into prob, owned by it). Fails when no tile was added or some voxel was covered by
- * none (naming the first one). s is freed either way. */
+ * moves into prob, owned by it). Fails when no tile was added, some voxel was covered by none
+ * (naming the first one), or a prediction held a value that is not finite. s is freed either
+ * way. */
 int fine_stitch_finish(fine_stitch *s, fine_tensor *prob, fine_err *e);
 
 /* Frees the buffers (safe on a zeroed or finished struct). */

@@ -7,7 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/stat.h>
+
 #include "cli.h"
+#include "crop.h"
+#include "dataset.h"
 #include "normalize.h"
 #include "stream.h"
 #include "volume.h"
@@ -16,18 +20,19 @@ static const char *TOOL = "fine-normalize";
 
 static void usage(void)
 {
-    printf("Usage: fine-normalize --fit [options] IN... -o STATS\n"
+    printf("Usage: fine-normalize --fit [options] IN|DIR... -o STATS\n"
            "       fine-normalize [--stats STATS | --scheme zscore|none] [options] [IN [OUT]]\n"
            "Intensity normalisation of CT volumes as nnU-Net v1 (scheme \"CT\").\n\n"
-           "--fit reads the `image` and `label` volume records of the training cases (each case's\n"
-           "two records consecutive, in either order) and writes one `stats` record: scheme ct,\n"
-           "lower = 0.5th and upper = 99.5th percentile (numpy's linear method, exact), mean and\n"
-           "std of every 10th foreground voxel (label > 0, C order) of each case, pooled over the\n"
-           "cases. nnU-Net collects these at the original spacing after cropping to non-zero, so\n"
-           "fit on cropped, not resampled, volumes (fine-crop or fine-convert output; the stats\n"
-           "record says `grid: resampled` and a warning is printed otherwise). Only the training\n"
-           "split: the cases of --cases, else those of a `plan` record met before the volumes,\n"
-           "else every case in the input.\n\n"
+           "--fit reads the training cases, from streams of `image` and `label` volume records\n"
+           "(each case's two records consecutive, in either order) or data set folders (BCV\n"
+           "img/ + label/, or nnU-Net imagesTr/ + labelsTr/), and writes one `stats` record:\n"
+           "scheme ct, lower = 0.5th and upper = 99.5th percentile (numpy's linear method,\n"
+           "exact), mean and std of every 10th foreground voxel (label > 0, C order) of each\n"
+           "case cropped to its non-zero box, pooled over the cases. nnU-Net collects these at\n"
+           "the original spacing after cropping, so give original or cropped volumes, not\n"
+           "resampled ones (the record says `grid: resampled` and a warning is printed if so;\n"
+           "cropping again is a no-op). Only the training split: the cases of --cases, else\n"
+           "those of a `plan` record met before the volumes, else every case of the input.\n\n"
            "The apply mode clips each `image` volume to [lower, upper] and maps x to\n"
            "(x - mean) / std (f32 arithmetic, as nnU-Net), writing f32 volumes whose `meta`\n"
            "notes the normalisation; every other record (labels too) passes through. The\n"
@@ -50,9 +55,20 @@ static void usage(void)
            "  --version          print the version\n\n"
            "Exit status: 0 success, 1 bad input or failure, 2 usage error.\n\n"
            "Examples:\n"
-           "  fine-crop train/*.fst | fine-normalize --fit --cases @train.txt -o stats.fst\n"
+           "  fine-normalize --fit --cases @train.txt data/bcv -o stats.fst\n"
+           "  cat img1.fst lab1.fst img2.fst lab2.fst | fine-normalize --fit -o stats.fst\n"
            "  fine-resample --plan plan.fst case.fst | fine-normalize --stats stats.fst \\\n"
            "      | fine-patch --grid | fine-info -\n");
+}
+
+/* 1 when the message already starts with a file name of ours ("NAME: ..."): the reader's and
+ * writer's messages name their file, case-level ones get the input's name in front. */
+static int names_file(const char *msg, const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (name && strcmp(name, "-") == 0)
+        return strncmp(msg, "stdout: ", 8) == 0 || strncmp(msg, "stdin: ", 7) == 0;
+    return n && strncmp(msg, name, n) == 0 && (msg[n] == ':' || msg[n] == '/');
 }
 
 typedef struct options {
@@ -85,6 +101,15 @@ static int list_push(char ***l, int *n, const char *s, size_t len)
     return 0;
 }
 
+/* A --cases entry as a case id ("5", "img0005" -> ABD_005, as lib/dataset.h). */
+static int push_id(char ***l, int *n, const char *s, size_t len)
+{
+    char raw[FINE_CASE_MAX], id[FINE_CASE_MAX];
+    snprintf(raw, sizeof raw, "%.*s", (int)len, s);
+    fine_case_id_normalize(raw, id, sizeof id);
+    return list_push(l, n, id, strlen(id));
+}
+
 /* "a,b,c" or "@file" (one id per line, blank lines and '#' comments ignored). */
 static int parse_cases(const char *arg, char ***out, fine_err *e)
 {
@@ -104,7 +129,7 @@ static int parse_cases(const char *arg, char ***out, fine_err *e)
             while (*s == ' ' || *s == '\t')
                 s++;
             size_t len = strcspn(s, " \t\r\n#");
-            if (len && list_push(&l, &n, s, len) < 0) {
+            if (len && push_id(&l, &n, s, len) < 0) {
                 fclose(f);
                 free_list(l);
                 return fine_err_set(e, "out of memory");
@@ -114,7 +139,7 @@ static int parse_cases(const char *arg, char ***out, fine_err *e)
     } else {
         for (const char *s = arg; *s;) {
             size_t len = strcspn(s, ",");
-            if (len && list_push(&l, &n, s, len) < 0) {
+            if (len && push_id(&l, &n, s, len) < 0) {
                 free_list(l);
                 return fine_err_set(e, "out of memory");
             }
@@ -177,7 +202,16 @@ static int fit_case(fit_state *s, fine_err *e)
         if (s->image.data.ndim != 3 || s->label.data.ndim != 3 ||
             memcmp(s->image.data.shape, s->label.data.shape, 3 * sizeof(int64_t)) != 0)
             return fine_err_set(e, "case %s: label shape differs from image shape", cid);
-        int64_t n = fine_fg_sample_add(&s->sample, &s->image.data, &s->label.data, e);
+        /* nnU-Net samples the arrays cropped to the image's non-zero box (a no-op on a volume
+         * that is already cropped) */
+        int64_t lo[3], hi[3], n = -1;
+        fine_tensor ci = {0}, cl = {0};
+        if (fine_crop_box(&s->image.data, lo, hi, e) == 0 &&
+            fine_crop_tensor(&s->image.data, lo, hi, s->image.data.dtype, &ci, e) == 0 &&
+            fine_crop_tensor(&s->label.data, lo, hi, s->label.data.dtype, &cl, e) == 0)
+            n = fine_fg_sample_add(&s->sample, &ci, &cl, e);
+        fine_tensor_free(&ci);
+        fine_tensor_free(&cl);
         if (n < 0) {
             fine_err_prefix(e, cid);
             fine_err_prefix(e, "case");
@@ -298,10 +332,51 @@ static int fit_stream(fit_state *s, const char *path, fine_writer **w, int argc,
         else
             s->has_label = 1;
     }
-    if (rc < 0 && e->code != FINE_ERR_PIPE)
+    if (rc < 0 && e->code != FINE_ERR_PIPE && !names_file(e->msg, fine_reader_name(r)) &&
+        !names_file(e->msg, s->o->out))
         fine_err_prefix(e, fine_reader_name(r));
     fine_reader_close(r);
     return rc < 0 ? -1 : 0;
+}
+
+/* A data set folder (lib/dataset.h layouts): each selected case's image and label NIfTI. */
+static int fit_folder(fit_state *s, const char *dir, fine_writer **w, int argc, char **argv, fine_err *e)
+{
+    fine_dataset ds;
+    if (fine_dataset_scan(dir, &ds, e) < 0)
+        return -1;
+    int rc = 0;
+    if (s->o->scheme == FINE_NORM_CT)
+        rc = fine_dataset_require_labels(&ds, e);
+    if (rc == 0 && !*w) {
+        *w = fine_writer_open(s->o->out, s->o->force, e);
+        if (!*w || fine_writer_header(*w, NULL, TOOL, argc, argv, e) < 0)
+            rc = -1;
+    }
+    for (int i = 0; rc == 0 && i < ds.n; i++) {
+        const fine_case_files *c = &ds.cases[i];
+        if (s->filter && !list_has(s->filter, c->id))
+            continue;
+        if (fit_held(s)) { /* a case left from a stream input */
+            rc = fit_case(s, e);
+            fit_drop(s);
+            if (rc < 0)
+                break;
+        }
+        rc = fine_volume_from_nifti(c->image, c->id, "image", -1, &s->image, e);
+        if (rc == 0) {
+            s->has_image = 1;
+            if (s->o->scheme == FINE_NORM_CT) {
+                rc = fine_volume_from_nifti(c->label, c->id, "label", -1, &s->label, e);
+                s->has_label = rc == 0;
+            }
+        }
+        if (rc == 0)
+            rc = fit_case(s, e);
+        fit_drop(s);
+    }
+    fine_dataset_free(&ds);
+    return rc;
 }
 
 static int run_fit(const options *o, char **inputs, int nin, int argc, char **argv)
@@ -317,7 +392,11 @@ static int run_fit(const options *o, char **inputs, int nin, int argc, char **ar
     int rc = 0;
     for (int i = 0; rc == 0 && i < nin; i++) {
         fine_progress_update(&pr, i, nin, inputs[i]);
-        rc = fit_stream(&s, inputs[i], &w, argc, argv, &e);
+        struct stat sb;
+        if (stat(inputs[i], &sb) == 0 && S_ISDIR(sb.st_mode))
+            rc = fit_folder(&s, inputs[i], &w, argc, argv, &e);
+        else
+            rc = fit_stream(&s, inputs[i], &w, argc, argv, &e);
     }
     fine_progress_done(&pr);
     if (rc == 0 && fit_held(&s))
@@ -391,7 +470,7 @@ static int read_stats_file(const char *path, fine_norm_stats *st, fine_err *e)
         }
     if (rc == 0 && !found)
         rc = fine_err_set(e, "no stats record (make one with fine-normalize --fit)");
-    if (rc < 0)
+    if (rc < 0 && !names_file(e->msg, fine_reader_name(r)))
         fine_err_prefix(e, fine_reader_name(r));
     fine_reader_close(r);
     return rc < 0 ? -1 : 0;
@@ -508,7 +587,7 @@ static int run_apply(const options *o, const char *in, const char *out, int argc
         n++;
     }
     fine_progress_done(&pr);
-    if (rc < 0 && e.code != FINE_ERR_PIPE)
+    if (rc < 0 && e.code != FINE_ERR_PIPE && !names_file(e.msg, fine_reader_name(r)) && !names_file(e.msg, out))
         fine_err_prefix(&e, fine_reader_name(r));
     fine_reader_close(r);
     if (rc < 0) {

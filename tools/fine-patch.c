@@ -10,10 +10,7 @@
 #include "cli.h"
 #include "patch_grid.h"
 #include "stream.h"
-#if __has_include("train_patch.h") /* DEVTMP */
 #include "train_patch.h"
-#define HAVE_TRAIN 1
-#endif
 #include "volume.h"
 
 static const char *TOOL = "fine-patch";
@@ -51,6 +48,16 @@ static void usage(void)
            "  fine-normalize --stats stats.fst case.fst - | fine-patch --grid | fine-info -\n"
            "  fine-patch --grid --patch 64,128,128 case.fst - | fine-infer --model best.fst \\\n"
            "      | fine-stitch -o seg.nii.gz\n");
+}
+
+/* 1 when the message already starts with a file name of ours ("NAME: ..."): the reader's and
+ * writer's messages name their file, case-level ones get the input's name in front. */
+static int names_file(const char *msg, const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (name && strcmp(name, "-") == 0)
+        return strncmp(msg, "stdout: ", 8) == 0 || strncmp(msg, "stdin: ", 7) == 0;
+    return n && strncmp(msg, name, n) == 0 && (msg[n] == ':' || msg[n] == '/');
 }
 
 typedef struct options {
@@ -105,8 +112,12 @@ static int emit_case(fine_writer *w, held_case *h, const options *o, fine_err *e
     if (img->data.ndim != 3)
         return fine_err_set(e, "case %s: the image volume has %d dimensions, fine-patch needs 3",
                             img->case_id, img->data.ndim);
-    if (img->data.dtype != FINE_F32 && fine_volume_set_dtype(img, FINE_F32, e) < 0)
+    char where[FINE_CASE_MAX + 8];
+    snprintf(where, sizeof where, "case %s", img->case_id);
+    if (img->data.dtype != FINE_F32 && fine_volume_set_dtype(img, FINE_F32, e) < 0) {
+        fine_err_prefix(e, where);
         return -1;
+    }
     int with_label = h->has_label && !o->no_label;
     if (with_label) {
         const fine_tensor *l = &h->label.data;
@@ -119,8 +130,10 @@ static int emit_case(fine_writer *w, held_case *h, const options *o, fine_err *e
                                 fine_dtype_name(l->dtype));
     }
     fine_grid g;
-    if (fine_grid_plan(&g, img->data.shape, o->patch, o->step, e) < 0)
+    if (fine_grid_plan(&g, img->data.shape, o->patch, o->step, e) < 0) {
+        fine_err_prefix(e, where);
         return -1;
+    }
     fine_tensor tile = {0}, ltile = {0};
     int64_t tshape[4] = {1, o->patch[0], o->patch[1], o->patch[2]};
     int rc = fine_tensor_alloc(&tile, FINE_F32, 4, tshape, e);
@@ -229,7 +242,7 @@ static int run_grid(const char *in, const char *out, const options *o, int force
     }
     fine_progress_done(&pr);
     held_free(&h);
-    if (rc < 0 && e.code != FINE_ERR_PIPE)
+    if (rc < 0 && e.code != FINE_ERR_PIPE && !names_file(e.msg, fine_reader_name(r)) && !names_file(e.msg, out))
         fine_err_prefix(&e, fine_reader_name(r));
     fine_reader_close(r);
     if (rc < 0) {
@@ -246,11 +259,7 @@ int main(int argc, char **argv)
     fine_cli_init();
     for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
         if (strcmp(argv[i], "--train") == 0)
-#ifdef HAVE_TRAIN /* DEVTMP */
             return fine_patch_train(argc, argv, TOOL);
-#else
-            return 2;
-#endif
     enum { O_GRID = 256, O_PATCH, O_STEP, O_NOLABEL, O_THREADS, O_PROGRESS, O_VERSION };
     static const struct option opts[] = {
         {"grid", no_argument, NULL, O_GRID},        {"patch", required_argument, NULL, O_PATCH},

@@ -5,16 +5,17 @@
  * attention) and numerous, so the work is organised per (sequence, head): OpenMP over those
  * pairs, each done by one thread with small register-blocked matrix products (4 rows x 16
  * columns of accumulators, B packed into a 16-column tile on the stack). The relative position
- * bias gradient, a sum over all sequences, is computed in a second pass that owns a block of
- * bias rows per task and walks the sequences in order, so it is race-free and does not depend
- * on the thread count. The kernels are compiled for the baseline ISA and for AVX2. */
+ * bias gradient, a sum over all sequences, is summed per fixed chunk of sequences and the
+ * chunks are added in order, so it is race-free and does not depend on the thread count.
+ * The kernels are compiled for the baseline ISA and for AVX2 (with FMA contraction). */
 #include "nn/ops.h"
 
 #include <math.h>
 #include <string.h>
 
 #if defined(__GNUC__) && defined(__x86_64__)
-#define FINE_AVX2 __attribute__((target("avx2,fma")))
+/* the AVX2 variants also fuse a * b + c into FMA (GCC does not contract under -std=c11) */
+#define FINE_AVX2 __attribute__((target("avx2,fma"), optimize("fp-contract=fast")))
 #define FINE_HAVE_AVX2 1
 static int have_avx2(void)
 {
@@ -87,14 +88,24 @@ FINE_INLINE void small_gemm(int64_t m, int64_t n, int64_t k, float ascale, const
         int64_t jn = n - j0 < 16 ? n - j0 : 16;
         for (int64_t k0 = 0; k0 < k; k0 += KC) {
             int64_t kn = k - k0 < KC ? k - k0 : KC;
-            if (bcs == 1) /* rows of B are contiguous */
-                for (int64_t kk = 0; kk < kn; kk++)
-                    for (int64_t jj = 0; jj < 16; jj++)
-                        bt[kk * 16 + jj] = jj < jn ? b[(k0 + kk) * brs + j0 + jj] : 0.0f;
-            else /* columns of B are contiguous (a transposed operand) */
-                for (int64_t jj = 0; jj < 16; jj++)
+            if (bcs == 1) { /* rows of B are contiguous */
+                if (jn == 16)
                     for (int64_t kk = 0; kk < kn; kk++)
-                        bt[kk * 16 + jj] = jj < jn ? b[(k0 + kk) * brs + (j0 + jj) * bcs] : 0.0f;
+                        memcpy(bt + kk * 16, b + (k0 + kk) * brs + j0, 16 * sizeof(float));
+                else
+                    for (int64_t kk = 0; kk < kn; kk++)
+                        for (int64_t jj = 0; jj < 16; jj++)
+                            bt[kk * 16 + jj] = jj < jn ? b[(k0 + kk) * brs + j0 + jj] : 0.0f;
+            } else { /* columns of B are contiguous (a transposed operand) */
+                for (int64_t jj = 0; jj < jn; jj++) {
+                    const float *src = b + (j0 + jj) * bcs + k0 * brs;
+                    for (int64_t kk = 0; kk < kn; kk++)
+                        bt[kk * 16 + jj] = src[kk * brs];
+                }
+                for (int64_t jj = jn; jj < 16; jj++)
+                    for (int64_t kk = 0; kk < kn; kk++)
+                        bt[kk * 16 + jj] = 0.0f;
+            }
             int add = accumulate || k0 > 0;
             const float *ak = a + k0 * acs;
             for (int64_t i0 = 0; i0 < m; i0 += 4) {
@@ -148,10 +159,22 @@ FINE_INLINE void small_gemm(int64_t m, int64_t n, int64_t k, float ascale, const
                     }
                 }
                 for (int64_t r = 0; r < rows; r++) {
+                    float *cr = c + (i0 + r) * ldc + j0;
+                    if (jn == 16) {
+                        if (add) {
+                            v8f c0, c1;
+                            LOAD8(c0, cr);
+                            LOAD8(c1, cr + 8);
+                            acc[r][0] += c0;
+                            acc[r][1] += c1;
+                        }
+                        memcpy(cr, &acc[r][0], sizeof(v8f));
+                        memcpy(cr + 8, &acc[r][1], sizeof(v8f));
+                        continue;
+                    }
                     float t[16];
                     memcpy(t, &acc[r][0], sizeof acc[r][0]);
                     memcpy(t + 8, &acc[r][1], sizeof acc[r][1]);
-                    float *cr = c + (i0 + r) * ldc + j0;
                     if (add)
                         for (int64_t jj = 0; jj < jn; jj++)
                             cr[jj] += t[jj];
@@ -297,23 +320,39 @@ FINE_INLINE void scores_grad(float *ds, const float *P, const float *dO, int64_t
     }
 }
 
-/* Backward of one (sequence, head) into dq, dk, dv (row stride ld). Rows go in blocks whose
- * dS fits the stack buffer; a sequence longer than the buffer goes a row at a time through
- * dot products (rowsum first, then the updates), which needs no buffer. */
+/* Backward of one (sequence, head): dq, dk, dv (row stride ld) += when dqkv is not NULL, and
+ * the window sub-block of dS added to dpart (N x N) when dpart is not NULL. Rows go in blocks
+ * whose dS fits the stack buffer; a sequence longer than the buffer goes a row at a time
+ * through dot products (rowsum first, then the updates), which needs no buffer. */
 FINE_INLINE void backward_one(const fine_attn_shape *s, int64_t seq, int h, float *dqkv,
-                              const float *dout, const float *qkv, const float *att)
+                              float *dpart, const float *dout, const float *qkv, const float *att)
 {
-    int64_t T = s->T, d = s->C / s->heads;
+    int64_t T = s->T, G = s->G, N = T - G, d = s->C / s->heads;
     attn_ptrs p = head_ptrs(s, qkv, seq, h);
     const float *P = att + (seq * s->heads + h) * T * T;
     const float *dO = dout + seq * T * s->C + h * d;
-    float *dq = dqkv + seq * T * p.ld + h * d, *dk = dq + s->C, *dv = dq + 2 * s->C;
+    float *dq = NULL, *dk = NULL, *dv = NULL;
+    if (dqkv) {
+        dq = dqkv + seq * T * p.ld + h * d;
+        dk = dq + s->C;
+        dv = dq + 2 * s->C;
+    }
     if (T <= FINE_ATTN_BUF) {
         float ds[FINE_ATTN_BUF];
         int64_t R = FINE_ATTN_BUF / T;
         for (int64_t i0 = 0; i0 < T; i0 += R) {
             int64_t rn = T - i0 < R ? T - i0 : R;
             scores_grad(ds, P, dO, s->C, &p, i0, rn, T, d);
+            if (dpart)
+                for (int64_t r = i0 < G ? G - i0 : 0; r < rn; r++) {
+                    float *dr = dpart + (i0 + r - G) * N;
+                    const float *sr = ds + r * T + G;
+#pragma omp simd
+                    for (int64_t j = 0; j < N; j++)
+                        dr[j] += sr[j];
+                }
+            if (!dqkv)
+                continue;
             /* dv += P[rows]^T dO[rows] */
             small_gemm(T, d, rn, 1.0f, P + i0 * T, 1, T, dO + i0 * s->C, s->C, 1, dv, p.ld, 1);
             /* dq[rows] += scale dS k */
@@ -337,7 +376,12 @@ FINE_INLINE void backward_one(const fine_attn_shape *s, int64_t seq, int h, floa
             float dp = 0.0f;
             for (int64_t c = 0; c < d; c++)
                 dp += go[c] * vj[c];
-            float g = pr[j] * (dp - dot) * p.scale;
+            float g = pr[j] * (dp - dot);
+            if (dpart && i >= G && j >= G)
+                dpart[(i - G) * N + j - G] += g;
+            if (!dqkv)
+                continue;
+            g *= p.scale;
             for (int64_t c = 0; c < d; c++) {
                 dq[i * p.ld + c] += g * kj[c];
                 dk[j * p.ld + c] += g * qi[c];
@@ -348,117 +392,70 @@ FINE_INLINE void backward_one(const fine_attn_shape *s, int64_t seq, int h, floa
 }
 
 static void backward_one_base(const fine_attn_shape *s, int64_t seq, int h, float *dqkv,
-                              const float *dout, const float *qkv, const float *att)
+                              float *dpart, const float *dout, const float *qkv, const float *att)
 {
-    backward_one(s, seq, h, dqkv, dout, qkv, att);
+    backward_one(s, seq, h, dqkv, dpart, dout, qkv, att);
 }
 #ifdef FINE_HAVE_AVX2
 FINE_AVX2 static void backward_one_avx2(const fine_attn_shape *s, int64_t seq, int h, float *dqkv,
-                                        const float *dout, const float *qkv, const float *att)
+                                        float *dpart, const float *dout, const float *qkv,
+                                        const float *att)
 {
-    backward_one(s, seq, h, dqkv, dout, qkv, att);
+    backward_one(s, seq, h, dqkv, dpart, dout, qkv, att);
 }
 #endif
 
-/* dbias[h, i, :] += sum over sequences of dS[G + i, G:] for the sub-block rows [i0, i0 + rn)
- * of head h, sequences in order. */
-FINE_INLINE void bias_grad_rows(const fine_attn_shape *s, int h, int64_t i0, int64_t rn,
-                                float *dbias, const float *dout, const float *qkv,
-                                const float *att)
-{
-    int64_t T = s->T, G = s->G, N = T - G, d = s->C / s->heads;
-    float *db = dbias + ((int64_t)h * N + i0) * N;
-    if (T * rn <= FINE_ATTN_BUF) {
-        float ds[FINE_ATTN_BUF];
-        for (int64_t seq = 0; seq < s->Bs; seq++) {
-            attn_ptrs p = head_ptrs(s, qkv, seq, h);
-            const float *P = att + (seq * s->heads + h) * T * T;
-            const float *dO = dout + seq * T * s->C + h * d;
-            scores_grad(ds, P, dO, s->C, &p, G + i0, rn, T, d);
-            for (int64_t r = 0; r < rn; r++) {
-#pragma omp simd
-                for (int64_t j = 0; j < N; j++)
-                    db[r * N + j] += ds[r * T + G + j];
-            }
-        }
-        return;
-    }
-    for (int64_t seq = 0; seq < s->Bs; seq++) {
-        attn_ptrs p = head_ptrs(s, qkv, seq, h);
-        const float *P = att + (seq * s->heads + h) * T * T;
-        const float *dO = dout + seq * T * s->C + h * d;
-        for (int64_t r = 0; r < rn; r++) {
-            int64_t i = G + i0 + r;
-            const float *pr = P + i * T, *go = dO + i * s->C;
-            float dot = 0.0f;
-            for (int64_t j = 0; j < T; j++) {
-                float dp = 0.0f;
-                for (int64_t c = 0; c < d; c++)
-                    dp += go[c] * p.v[j * p.ld + c];
-                dot += pr[j] * dp;
-            }
-            for (int64_t j = 0; j < N; j++) {
-                float dp = 0.0f;
-                for (int64_t c = 0; c < d; c++)
-                    dp += go[c] * p.v[(G + j) * p.ld + c];
-                db[r * N + j] += pr[G + j] * (dp - dot);
-            }
-        }
-    }
-}
-
-static void bias_grad_rows_base(const fine_attn_shape *s, int h, int64_t i0, int64_t rn,
-                                float *dbias, const float *dout, const float *qkv,
-                                const float *att)
-{
-    bias_grad_rows(s, h, i0, rn, dbias, dout, qkv, att);
-}
-#ifdef FINE_HAVE_AVX2
-FINE_AVX2 static void bias_grad_rows_avx2(const fine_attn_shape *s, int h, int64_t i0, int64_t rn,
-                                          float *dbias, const float *dout, const float *qkv,
-                                          const float *att)
-{
-    bias_grad_rows(s, h, i0, rn, dbias, dout, qkv, att);
-}
+/* The bias gradient sums dS over all sequences. Sequences go in fixed chunks of SEQ_CHUNK per
+ * task (head-major); each task sums its chunk into a partial on its stack, and the partials
+ * are added to dbias in task order (an OpenMP ordered section), so the sum does not depend on
+ * the thread count. The partial holds at most FINE_ATTN_PART floats (the window sub-block is
+ * 64 x 64 here); a larger sub-block takes one sequence at a time in a serial order. */
+#define SEQ_CHUNK 16
+#ifndef FINE_ATTN_PART
+#define FINE_ATTN_PART 16384
 #endif
-
-/* Sub-block rows per bias-gradient task. */
-#define BIAS_ROWS 8
 
 void fine_attention_backward(const fine_attn_shape *s, float *dqkv, float *dbias,
                              const float *dout, const float *qkv, const float *att)
 {
-    int have = 0;
+    void (*one)(const fine_attn_shape *, int64_t, int, float *, float *, const float *,
+                const float *, const float *) = backward_one_base;
 #ifdef FINE_HAVE_AVX2
-    have = have_avx2();
+    if (have_avx2())
+        one = backward_one_avx2;
 #endif
-    if (dqkv) {
-        void (*one)(const fine_attn_shape *, int64_t, int, float *, const float *, const float *,
-                    const float *) = backward_one_base;
-#ifdef FINE_HAVE_AVX2
-        if (have)
-            one = backward_one_avx2;
-#endif
+    int64_t N = s->T - s->G, NN = N * N;
+    if (!dbias) {
+        if (!dqkv)
+            return;
         int64_t tasks = s->Bs * s->heads;
 #pragma omp parallel for schedule(static) if (tasks > 1)
         for (int64_t t = 0; t < tasks; t++)
-            one(s, t / s->heads, (int)(t % s->heads), dqkv, dout, qkv, att);
+            one(s, t / s->heads, (int)(t % s->heads), dqkv, NULL, dout, qkv, att);
+        return;
     }
-    if (dbias) {
-        void (*rows)(const fine_attn_shape *, int, int64_t, int64_t, float *, const float *,
-                     const float *, const float *) = bias_grad_rows_base;
-#ifdef FINE_HAVE_AVX2
-        if (have)
-            rows = bias_grad_rows_avx2;
-#endif
-        int64_t N = s->T - s->G, blocks = (N + BIAS_ROWS - 1) / BIAS_ROWS;
-        int64_t tasks = s->heads * blocks;
-#pragma omp parallel for schedule(dynamic, 1) if (tasks > 1)
-        for (int64_t t = 0; t < tasks; t++) {
-            int64_t i0 = (t % blocks) * BIAS_ROWS;
-            rows(s, (int)(t / blocks), i0, N - i0 < BIAS_ROWS ? N - i0 : BIAS_ROWS, dbias, dout,
-                 qkv, att);
+    if (NN > FINE_ATTN_PART) { /* rare: sequences in order, dbias updated in place */
+        for (int h = 0; h < s->heads; h++)
+            for (int64_t seq = 0; seq < s->Bs; seq++)
+                one(s, seq, h, dqkv, dbias + (int64_t)h * NN, dout, qkv, att);
+        return;
+    }
+    int64_t chunks = (s->Bs + SEQ_CHUNK - 1) / SEQ_CHUNK, tasks = s->heads * chunks;
+#pragma omp parallel for ordered schedule(static, 1) if (tasks > 1)
+    for (int64_t t = 0; t < tasks; t++) {
+        int h = (int)(t / chunks);
+        int64_t s0 = (t % chunks) * SEQ_CHUNK;
+        int64_t s1 = s0 + SEQ_CHUNK < s->Bs ? s0 + SEQ_CHUNK : s->Bs;
+        float part[FINE_ATTN_PART];
+        memset(part, 0, (size_t)NN * sizeof(float));
+        for (int64_t seq = s0; seq < s1; seq++)
+            one(s, seq, h, dqkv, part, dout, qkv, att);
+        float *db = dbias + (int64_t)h * NN;
+#pragma omp ordered
+        {
+#pragma omp simd
+            for (int64_t k = 0; k < NN; k++)
+                db[k] += part[k];
         }
     }
-    (void)have;
 }

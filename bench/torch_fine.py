@@ -1,0 +1,894 @@
+#!/usr/bin/python3
+"""torch_fine.py: an independent PyTorch model of the FINE network, written from the
+specification (/work/shared/fine-reference.md Part B 1-4, decisions A1, A3, A5), to cross-check
+and benchmark the C engine.
+
+  torch_fine.py parity FIXTURE.msgpack.zst       official weights and outputs vs this model
+  torch_fine.py compare --model CKPT --input PATCHES.fst --logits LOGITS.fst [--grads GRADS.fst]
+  torch_fine.py bench --preset tiny|small|bcv --batch B --threads N [--backward] [--iters K]
+
+As a module: FineTorch(config), load_checkpoint(path) -> (model, config),
+model(x, pos) -> (logits_full, logits_64). config is a dict with the keys of
+formats/CHECKPOINT.md (presets: preset("bcv" | "small" | "tiny")).
+
+Needs PyTorch (Debian: apt-get install python3-torch), numpy, msgpack, zstandard, and
+formats/python/fine_stream.py (found next to this file's repository). fp32 throughout.
+"""
+import argparse
+import math
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(_HERE, "..", "formats", "python"))
+import fine_stream  # noqa: E402
+
+STAGES = 4
+VT_REFERENCE, VT_CLAMP = 0, 1
+
+# ----------------------------------------------------------------------------- configuration
+
+
+def preset(name):
+    """The configurations of the C engine's presets (lib/nn/fine_model.c)."""
+    c = dict(in_chans=1, num_classes=14, patch=[2, 4, 4], window=4, mlp_ratio=4.0, gt_num=1,
+             vt_map=[3, 4, 4], max_imsize=[198, 512, 512], vt_overflow=VT_CLAMP,
+             ds_weights=[8.0 / 15.0, 4.0 / 15.0], depths=[2, 2, 2, 2], dec_depths=[2, 2, 2])
+    heads = [6, 12, 24, 48]
+    scale = 1
+    if name == "bcv":
+        c.update(crop=[64, 128, 128], embed_dim=192, drop_path=0.2)
+    elif name == "small":
+        c.update(crop=[64, 128, 128], embed_dim=24, drop_path=0.2, vt_overflow=VT_REFERENCE)
+        scale = 6
+    elif name == "tiny":
+        c.update(crop=[32, 64, 64], embed_dim=24, window=2, drop_path=0.0)
+        scale = 6
+    else:
+        raise ValueError(f"unknown preset '{name}' (bcv, small, tiny)")
+    c["heads"] = [max(1, h // scale) for h in heads]
+    c["dec_heads"] = [c["heads"][STAGES - 2 - i] for i in range(STAGES - 1)]  # deepest first
+    return c
+
+
+def _normalise_config(cfg):
+    """Plain Python ints/floats/lists from a checkpoint's config map."""
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, np.ndarray):
+            v = v.tolist()
+        if isinstance(v, (list, tuple)):
+            v = [x.item() if hasattr(x, "item") else x for x in v]
+        elif hasattr(v, "item"):
+            v = v.item()
+        out[k] = v
+    for k in ("in_chans", "num_classes", "embed_dim", "window", "gt_num", "vt_overflow"):
+        out[k] = int(out[k])
+    for k in ("crop", "patch", "depths", "heads", "dec_depths", "dec_heads", "vt_map", "max_imsize"):
+        out[k] = [int(x) for x in out[k]]
+    out["mlp_ratio"] = float(out["mlp_ratio"])
+    out["drop_path"] = float(out["drop_path"])
+    return out
+
+
+def stage_geometry(cfg):
+    """Per stage (encoder i = 0..3): token grid, window edge, shift, windows per sample.
+    B 2.3: a grid whose smallest side is <= the window is one window of that side, unshifted."""
+    res = [cfg["crop"][d] // cfg["patch"][d] for d in range(3)]
+    out = []
+    for i in range(STAGES):
+        mn = min(res)
+        ws = min(cfg["window"], mn)
+        shift = 0 if mn <= cfg["window"] else cfg["window"] // 2
+        for d in range(3):
+            if res[d] % ws:
+                raise ValueError(f"config: stage {i} token grid {res} is not tiled by windows of {ws}")
+        nW = (res[0] // ws) * (res[1] // ws) * (res[2] // ws)
+        out.append(dict(res=list(res), ws=ws, shift=shift, nW=nW, C=cfg["embed_dim"] << i))
+        res = [r // 2 for r in res]
+    return out
+
+
+def pos_to_vt(cfg, pos):
+    """pos2vtpos (B 3.4, A3): the 4 volume-token indices of a crop position (z, y, x)."""
+    t = [0, 0, 0]
+    for i in range(3):
+        D, M, V = cfg["crop"][i], cfg["max_imsize"][i], cfg["vt_map"][i]
+        u = pos[i] + M // 2
+        diff = M - D * V
+        pad = diff // 2 + (1 if diff % 2 else 0)  # floor division, plus 1 when odd
+        ti = math.floor((u - pad - D // 2) / D)
+        if ti < 0:
+            ti = 0
+        if u - pad >= V * D:
+            ti = V - 1 if cfg["vt_overflow"] == VT_CLAMP else 0
+        t[i] = int(ti)
+    r, c = t[1], t[2]
+    V1, V2 = cfg["vt_map"][1], cfg["vt_map"][2]
+    dr = -1 if r == V1 - 1 else 1
+    dc = -1 if c == V2 - 1 else 1
+    return [r * V2 + c, (r + dr) * V2 + c, r * V2 + (c + dc), (r + dr) * V2 + (c + dc)]
+
+
+# ----------------------------------------------------------------------------- modules
+
+
+def drop_path(x, p, training):
+    """timm DropPath: one Bernoulli draw per row of dim 0, survivors scaled by 1/keep."""
+    if p == 0.0 or not training:
+        return x
+    keep = 1.0 - p
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+    return x * mask.div_(keep)
+
+
+class _Gelu(torch.autograd.Function):
+    """Exact (erf) GELU whose backward sees contiguous tensors. PyTorch's CPU gelu backward
+    (1.13, mkldnn path) returns garbage when the incoming gradient has other strides than the
+    input, e.g. after a permute (pytorch/pytorch#107876, fixed by #108038 in 2.1); the
+    official fixture's patch-embedding gradients carry that bug (see cmd_parity)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return F.gelu(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return torch.ops.aten.gelu_backward(g.contiguous(), x.contiguous())
+
+
+gelu = _Gelu.apply
+
+
+def ln_channels_first(norm, x, act=False):
+    """[GELU then] LayerNorm over the channel dim of a (B, C, z, y, x) tensor."""
+    t = x.permute(0, 2, 3, 4, 1).contiguous()
+    if act:
+        t = gelu(t)
+    return norm(t).permute(0, 4, 1, 2, 3).contiguous()
+
+
+def tokens_to_cf(x, res):
+    B, L, C = x.shape
+    return x.transpose(1, 2).reshape(B, C, res[0], res[1], res[2])
+
+
+def cf_to_tokens(x):
+    B, C = x.shape[:2]
+    return x.reshape(B, C, -1).transpose(1, 2)
+
+
+class Mlp(nn.Module):
+    def __init__(self, C, hidden):
+        super().__init__()
+        self.fc1 = nn.Linear(C, hidden)
+        self.fc2 = nn.Linear(hidden, C)
+
+    def forward(self, x):
+        return self.fc2(gelu(self.fc1(x)))
+
+
+class ClassicAttention(nn.Module):
+    """Plain multi-head self-attention (no norm, no residual), optional additive key mask."""
+
+    def __init__(self, C, heads):
+        super().__init__()
+        self.heads = heads
+        self.scale = (C // heads) ** -0.5
+        self.qkv = nn.Linear(C, 3 * C)
+        self.proj = nn.Linear(C, C)
+
+    def forward(self, x, mask=None):
+        B, N, C = x.shape
+        h = self.heads
+        qkv = self.qkv(x).reshape(B, N, 3, h, C // h).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0] * self.scale, qkv[1], qkv[2]
+        a = q @ k.transpose(-2, -1)
+        if mask is not None:
+            a = a + mask
+        a = a.softmax(dim=-1)
+        return self.proj((a @ v).transpose(1, 2).reshape(B, N, C))
+
+
+def relative_position_index(ws):
+    """B 2.2, the inherited non-injective index: ds*(3ws-1) + dh*(2ws-1) + dw."""
+    r = torch.arange(ws)
+    c = torch.stack(torch.meshgrid(r, r, r, indexing="ij")).flatten(1)  # (3, N)
+    d = c[:, :, None] - c[:, None, :] + (ws - 1)  # (3, N, N), query minus key
+    return d[0] * (3 * ws - 1) + d[1] * (2 * ws - 1) + d[2]
+
+
+class WindowAttention(nn.Module):
+    """Window attention with the memory token as token 0 (B 2.1 step 5): relative position
+    bias and shift mask on the window x window sub-block only."""
+
+    def __init__(self, C, heads, ws):
+        super().__init__()
+        self.heads = heads
+        self.scale = (C // heads) ** -0.5
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * ws - 1) ** 3, heads))
+        self.register_buffer("relative_position_index", relative_position_index(ws), persistent=False)
+        self.qkv = nn.Linear(C, 3 * C)
+        self.proj = nn.Linear(C, C)
+
+    def forward(self, g, xw, mask, nW):
+        """g (BnW, 1, C) memory tokens, xw (BnW, N, C) windows, mask (nW, N, N) or None."""
+        Bw, N, C = xw.shape
+        h = self.heads
+        t = torch.cat([g, xw], dim=1)
+        T = N + 1
+        qkv = self.qkv(t).reshape(Bw, T, 3, h, C // h).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0] * self.scale, qkv[1], qkv[2]
+        a = q @ k.transpose(-2, -1)  # (BnW, h, T, T)
+        bias = self.relative_position_bias_table[self.relative_position_index.reshape(-1)]
+        bias = bias.reshape(N, N, h).permute(2, 0, 1)
+        a = a + F.pad(bias, (1, 0, 1, 0))[None]
+        if mask is not None:
+            a = a.view(Bw // nW, nW, h, T, T) + F.pad(mask, (1, 0, 1, 0))[None, :, None]
+            a = a.view(Bw, h, T, T)
+        a = a.softmax(dim=-1)
+        out = self.proj((a @ v).transpose(1, 2).reshape(Bw, T, C))
+        return out[:, :1], out[:, 1:]
+
+
+def window_partition(x, ws):
+    B, S, H, W, C = x.shape
+    x = x.view(B, S // ws, ws, H // ws, ws, W // ws, ws, C).permute(0, 1, 3, 5, 2, 4, 6, 7)
+    return x.reshape(-1, ws * ws * ws, C)
+
+
+def window_reverse(w, ws, B, S, H, W):
+    C = w.shape[-1]
+    x = w.view(B, S // ws, H // ws, W // ws, ws, ws, ws, C).permute(0, 1, 4, 2, 5, 3, 6, 7)
+    return x.reshape(B, S, H, W, C)
+
+
+def shift_mask(res, ws, shift):
+    """B 2.3: (nW, N, N) with -100 between tokens of different regions of a shifted window."""
+    S, H, W = res
+    ids = torch.zeros(1, S, H, W, 1)
+    cnt = 0
+    sl = lambda n: (slice(0, n - ws), slice(n - ws, n - shift), slice(n - shift, n))  # noqa: E731
+    for a in sl(S):
+        for b in sl(H):
+            for c in sl(W):
+                ids[:, a, b, c, :] = cnt
+                cnt += 1
+    m = window_partition(ids, ws).squeeze(-1)  # (nW, N)
+    diff = m[:, None, :] - m[:, :, None]
+    return torch.zeros_like(diff).masked_fill(diff != 0, -100.0)
+
+
+class Block(nn.Module):
+    def __init__(self, C, heads, ws, shift, hidden, dp, with_gt_attn, with_vt_attn):
+        super().__init__()
+        self.ws, self.shift, self.dp = ws, shift, dp
+        self.norm1 = nn.LayerNorm(C)
+        self.attn = WindowAttention(C, heads, ws)
+        self.norm2 = nn.LayerNorm(C)
+        self.mlp = Mlp(C, hidden)
+        if with_gt_attn:
+            self.gt_attn = ClassicAttention(C, heads)
+        if with_vt_attn:
+            self.vt_attn = ClassicAttention(C, heads)
+        self.with_gt_attn, self.with_vt_attn = with_gt_attn, with_vt_attn
+
+    def forward(self, x, g, res, mask, nW, layer, vt_idx, bank, vt_mask):
+        B, L, C = x.shape
+        S, H, W = res
+        ws, s = self.ws, self.shift
+        xn = self.norm1(x).view(B, S, H, W, C)
+        if s:
+            xn = torch.roll(xn, shifts=(-s, -s, -s), dims=(1, 2, 3))
+        g_out, y = self.attn(g, window_partition(xn, ws), mask if s else None, nW)
+        y = window_reverse(y, ws, B, S, H, W)
+        if s:
+            y = torch.roll(y, shifts=(s, s, s), dims=(1, 2, 3))
+        x = x + drop_path(y.reshape(B, L, C), self.dp, self.training)
+        x = x + drop_path(self.mlp(self.norm2(x)), self.dp, self.training)
+        if not self.with_gt_attn:  # no later block reads this block's memory tokens (A1)
+            return x, None, bank
+        # memory-token update and second-level attention (B 2.4)
+        g = g + drop_path(g_out, self.dp, self.training)
+        g = g + drop_path(self.mlp(self.norm2(g)), self.dp, self.training)
+        g = g.reshape(B, nW, C)
+        if bank is None:  # per-sample banks, all equal to the parameter at layer start
+            bank = layer.volume_token.unsqueeze(0).expand(B, -1, -1)
+        gidx = vt_idx.unsqueeze(-1).expand(B, 4, C)
+        vt = torch.gather(bank, 1, gidx)
+        pe = layer.pe
+        strt = pe.shape[0] // 2 - nW // 2
+        o = self.gt_attn(torch.cat([vt, g + pe[strt:strt + nW]], dim=1))
+        g_new = o[:, 4:].reshape(B * nW, 1, C)
+        if self.with_vt_attn:  # write-back and vt-to-vt attention (depth > 2 only, B 2.5)
+            z = torch.zeros_like(bank).scatter(1, gidx, o[:, :4])
+            bank = self.vt_attn(bank + z, vt_mask)
+        return x, g_new, bank
+
+
+class Layer(nn.Module):
+    """One stage: tokens, blocks, optional PatchMerging (downsample) / Patch_Expanding (Upsample)."""
+
+    def __init__(self, geo, heads, depth, nV, mlp_ratio, dprs):
+        super().__init__()
+        C, ws = geo["C"], geo["ws"]
+        self.res, self.nW, self.C = geo["res"], geo["nW"], C
+        self.global_token = nn.Parameter(torch.zeros(1, C))
+        self.volume_token = nn.Parameter(torch.zeros(nV, C))
+        self.pe = nn.Parameter(torch.zeros(geo["nW"], C))  # one row per window of a sample (A1)
+        hidden = int(mlp_ratio * C)
+        self.blocks = nn.ModuleList(
+            Block(C, heads, ws, 0 if j % 2 == 0 else geo["shift"], hidden, dprs[j],
+                  j < depth - 1, j < depth - 2) for j in range(depth))
+        if geo["shift"]:
+            self.register_buffer("attn_mask", shift_mask(geo["res"], ws, geo["shift"]), persistent=False)
+        else:
+            self.attn_mask = None
+
+    def run_blocks(self, x, vt_idx, vt_mask):
+        B = x.shape[0]
+        g = self.global_token.unsqueeze(0).expand(B * self.nW, 1, self.C)
+        bank = None
+        for blk in self.blocks:
+            x, g, bank = blk(x, g, self.res, self.attn_mask, self.nW, self, vt_idx, bank, vt_mask)
+        return x
+
+
+class PatchMerging(nn.Module):
+    """GELU -> LN(C) -> Conv3d C->2C k2 s2 on the channels-first grid."""
+
+    def __init__(self, C):
+        super().__init__()
+        self.norm = nn.LayerNorm(C)
+        self.reduction = nn.Conv3d(C, 2 * C, 2, 2)
+
+    def forward(self, x, res):
+        return cf_to_tokens(self.reduction(tokens_to_cf(self.norm(gelu(x)), res)))
+
+
+class PatchExpanding(nn.Module):
+    """LN(2C) -> ConvTranspose3d 2C->C k2 s2."""
+
+    def __init__(self, C):
+        super().__init__()
+        self.norm = nn.LayerNorm(2 * C)
+        self.up = nn.ConvTranspose3d(2 * C, C, 2, 2)
+
+    def forward(self, x, res):
+        return cf_to_tokens(self.up(tokens_to_cf(self.norm(x), res)))
+
+
+class ConvStage(nn.Module):
+    def __init__(self, cin, cout, stride, last):
+        super().__init__()
+        self.conv1 = nn.Conv3d(cin, cout, 3, stride, 1)
+        self.conv2 = nn.Conv3d(cout, cout, 3, 1, 1)
+        self.norm1 = nn.LayerNorm(cout)
+        if not last:
+            self.norm2 = nn.LayerNorm(cout)
+        self.last = last
+
+    def forward(self, x):
+        x = ln_channels_first(self.norm1, self.conv1(x), act=True)
+        x = self.conv2(x)
+        if not self.last:
+            x = ln_channels_first(self.norm2, x, act=True)
+        return x
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, cin, E, patch):
+        super().__init__()
+        self.patch = patch
+        self.proj1 = ConvStage(cin, E // 2, (2, 2, 2), False)
+        self.proj2 = ConvStage(E // 2, E, (1, 2, 2), True)
+        self.norm = nn.LayerNorm(E)
+
+    def forward(self, x):
+        pad = []
+        for d in (2, 1, 0):  # far-end zero padding to multiples of the patch (x, y, z order)
+            pad += [0, (-x.shape[2 + d]) % self.patch[d]]
+        if any(pad):
+            x = F.pad(x, pad)
+        return self.norm(cf_to_tokens(self.proj2(self.proj1(x))))
+
+
+class Head(nn.Module):
+    def __init__(self, C, K, k):
+        super().__init__()
+        self.up = nn.ConvTranspose3d(C, K, k, k)
+
+
+class Down(nn.Module):
+    pass
+
+
+class Up(nn.Module):
+    pass
+
+
+class FineTorch(nn.Module):
+    """FINE (B 1-4) with the decisions of Part A: live parameters only (A1), per-sample
+    volume-token banks, vt_overflow (A3), two heads (A5)."""
+
+    def __init__(self, config):
+        super().__init__()
+        cfg = _normalise_config(config)
+        if list(cfg["patch"]) != [2, 4, 4]:
+            raise ValueError("config: only patch 2,4,4 is supported")
+        if cfg["gt_num"] != 1:
+            raise ValueError("config: only gt_num 1 is supported")
+        if cfg["vt_map"][1] < 2 or cfg["vt_map"][2] < 2:
+            raise ValueError("config: vt_map in-plane grid must be at least 2x2")
+        self.cfg = cfg
+        E, K = cfg["embed_dim"], cfg["num_classes"]
+        nV = cfg["vt_map"][1] * cfg["vt_map"][2]
+        self.geo = stage_geometry(cfg)
+        dp = cfg["drop_path"]
+        enc_dpr = torch.linspace(0, dp, sum(cfg["depths"])).tolist()
+        dec_dpr = torch.linspace(0, dp, sum(cfg["dec_depths"])).tolist()
+
+        self.model_down = Down()
+        self.model_down.patch_embed = PatchEmbed(cfg["in_chans"], E, cfg["patch"])
+        layers = []
+        at = 0
+        for i in range(STAGES):
+            d = cfg["depths"][i]
+            lay = Layer(self.geo[i], cfg["heads"][i], d, nV, cfg["mlp_ratio"], enc_dpr[at:at + d])
+            at += d
+            if i < STAGES - 1:  # the last stage's PatchMerging is dead (B 1.2 row 17)
+                lay.downsample = PatchMerging(self.geo[i]["C"])
+            layers.append(lay)
+        self.model_down.layers = nn.ModuleList(layers)
+        for i in range(STAGES):
+            setattr(self.model_down, f"norm{i}", nn.LayerNorm(self.geo[i]["C"]))
+
+        # decoder: encoder.layers.k (dim E*2^k), built deepest first for the drop-path rates
+        dec = [None] * (STAGES - 1)
+        at = 0
+        for n in range(STAGES - 1):  # n = 0 is the deepest decoder stage
+            k = STAGES - 2 - n
+            d = cfg["dec_depths"][n]
+            lay = Layer(self.geo[k], cfg["dec_heads"][n], d, nV, cfg["mlp_ratio"], dec_dpr[at:at + d])
+            at += d
+            lay.Upsample = PatchExpanding(self.geo[k]["C"])
+            dec[k] = lay
+        self.encoder = Up()
+        self.encoder.layers = nn.ModuleList(dec)
+        p = cfg["patch"]
+        self.final = nn.ModuleList([Head(E, K, tuple(p)), Head(2 * E, K, (2 * p[0], p[1], p[2]))])
+        self.register_buffer("vt_check", torch.zeros(nV, 1), persistent=False)
+        self.reset_tokens()
+
+    def reset_tokens(self):
+        """B 4.1: randn tokens, truncated-normal bias tables and pe; modules keep PyTorch's init."""
+        for name, prm in self.named_parameters():
+            if name.endswith("global_token") or name.endswith("volume_token"):
+                nn.init.normal_(prm)
+            elif name.endswith("relative_position_bias_table") or name.endswith(".pe"):
+                nn.init.trunc_normal_(prm, std=0.02, a=-2.0, b=2.0)
+
+    def vt_indices(self, pos):
+        pos = np.asarray(pos.detach().cpu() if torch.is_tensor(pos) else pos, dtype=np.float64)
+        pos = pos.reshape(-1, 3)
+        return torch.tensor([pos_to_vt(self.cfg, [p.item() for p in row]) for row in pos], dtype=torch.long)
+
+    def forward(self, x, pos):
+        """x (B, in_chans, z, y, x) f32, pos (B, 3) -> (logits_full, logits_64)."""
+        B = x.shape[0]
+        vt_idx = self.vt_indices(pos).to(x.device)
+        if vt_idx.shape[0] != B:
+            raise ValueError(f"pos has {vt_idx.shape[0]} rows for a batch of {B}")
+        with torch.no_grad():  # visitation counters (B 2.7); indexed assignment increments once
+            self.vt_check[vt_idx.reshape(-1)] += 1
+        vt_mask = torch.where(self.vt_check.reshape(1, -1) >= 1, 0.0, -1000.0)  # key mask (B 2.5)
+
+        md = self.model_down
+        x = md.patch_embed(x)
+        skips = []
+        for i in range(STAGES):
+            lay = md.layers[i]
+            x = lay.run_blocks(x, vt_idx, vt_mask)
+            skips.append(getattr(md, f"norm{i}")(x))  # norm_i only on the skip copy
+            if i < STAGES - 1:
+                x = lay.downsample(x, self.geo[i]["res"])
+        x = skips[STAGES - 1]  # the LN'd bottleneck output feeds the decoder
+        outs = {}
+        for k in range(STAGES - 2, -1, -1):
+            lay = self.encoder.layers[k]
+            x = lay.Upsample(x, self.geo[k + 1]["res"]) + skips[k]
+            x = lay.run_blocks(x, vt_idx, vt_mask)
+            outs[k] = x
+        full = self.final[0].up(tokens_to_cf(outs[0], self.geo[0]["res"]))
+        half = self.final[1].up(tokens_to_cf(outs[1], self.geo[1]["res"]))
+        return full, half
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def load_checkpoint(path):
+    """A fine checkpoint (formats/CHECKPOINT.md) -> (FineTorch in eval mode, config dict).
+    Raises ValueError on a missing, unknown or differently shaped parameter."""
+    cfg = None
+    vt_check = None
+    params = {}
+    for rec in fine_stream.read(path):
+        if rec.get("type") == "model":
+            if rec.get("architecture", "fine") != "fine":
+                raise ValueError(f"{path}: architecture '{rec.get('architecture')}' is not fine")
+            cfg = _normalise_config(rec["config"])
+            vt_check = rec.get("vt_check")
+        elif rec.get("type") == "param":
+            params[rec["name"]] = rec["array"]
+    if cfg is None:
+        raise ValueError(f"{path}: no model record")
+    model = FineTorch(cfg)
+    sd = model.state_dict()
+    for name in params:
+        if name not in sd:
+            raise ValueError(f"{path}: parameter '{name}' is not part of this configuration")
+    for name, t in sd.items():
+        if name not in params:
+            raise ValueError(f"{path}: parameter '{name}' is missing")
+        if tuple(params[name].shape) != tuple(t.shape):
+            raise ValueError(f"{path}: parameter '{name}' has shape {list(params[name].shape)}, "
+                             f"the configuration gives {list(t.shape)}")
+    model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
+                           for k, v in params.items()})
+    if vt_check is not None:
+        model.vt_check.copy_(torch.from_numpy(np.asarray(vt_check, np.float32).reshape(-1, 1)))
+    model.eval()
+    return model, cfg
+
+
+# ----------------------------------------------------------------------------- parity
+
+
+def read_fixture(path):
+    import msgpack
+    import zstandard
+    dtypes = {"f32": np.float32, "f64": np.float64, "i64": np.int64}
+    out = {}
+    with open(path, "rb") as f:
+        reader = zstandard.ZstdDecompressor().stream_reader(f)
+        for e in msgpack.Unpacker(reader, raw=False, max_buffer_size=2**31 - 1):
+            arr = np.frombuffer(e["data"], dtype=dtypes[e["dtype"]])
+            if "index" in e:
+                idx = np.frombuffer(e["index"], dtype=np.int64)
+                out[e["name"]] = (arr.copy(), idx.copy(), e.get("full_shape"))
+            elif e.get("shape") is not None and arr.size == math.prod(e["shape"]):
+                out[e["name"]] = arr.reshape(e["shape"]).copy()
+            else:
+                out[e["name"]] = arr.copy()
+    return out
+
+
+def rel_err(got, ref):
+    got = np.asarray(got, np.float64).reshape(-1)
+    ref = np.asarray(ref, np.float64).reshape(-1)
+    m = np.abs(ref).max() if ref.size else 0.0
+    d = np.abs(got - ref).max() if ref.size else 0.0
+    return d / m if m > 0 else d
+
+
+# Gradients in the official fixture that PyTorch 1.13's CPU gelu backward corrupted (see
+# _Gelu): everything upstream of the GELU before patch_embed.proj2.norm1, whose incoming gradient
+# is a permuted view in the reference. They disagree with float64 autograd and with central
+# differences of the (matching) forward by 100 %; `parity --f64 --fd 1` shows it.
+FIXTURE_GELU_BUG = ("model_down.patch_embed.proj1.", "model_down.patch_embed.proj2.conv1.", "input/x")
+
+
+def _fixture_model(fx, dtype, perturb=False):
+    cfg = preset("small")
+    cfg["vt_overflow"] = VT_REFERENCE
+    model = FineTorch(cfg)
+    sd = model.state_dict()
+    load = {}
+    for name in sd:
+        key = "param/" + name
+        if key not in fx:
+            raise ValueError(f"fixture lacks parameter '{name}'")
+        if tuple(fx[key].shape) != tuple(sd[name].shape):
+            raise ValueError(f"'{name}': fixture shape {fx[key].shape}, model {tuple(sd[name].shape)}")
+        load[name] = torch.from_numpy(fx[key].astype(np.float32))
+    if perturb:  # a self-test of the check: a small change on the memory-token path
+        k = "model_down.layers.0.blocks.0.gt_attn.proj.bias"
+        load[k] = load[k] + 1e-2
+    model.load_state_dict(load)
+    model.eval()
+    return model.to(dtype), len([k for k in fx if k.startswith("param/") and k[6:] not in sd]), len(sd)
+
+
+def _fixture_grads(model, fx, dtype):
+    x = torch.from_numpy(fx["input/x"]).to(dtype).requires_grad_(True)
+    out = model(x, fx["input/pos"].reshape(-1, 3))
+    (out[0].sum() + out[1].sum()).backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    grads["input/x"] = x.grad
+    return out, grads
+
+
+def cmd_parity(args):
+    torch.set_num_threads(args.threads)
+    fx = read_fixture(args.fixture)
+    model, ignored, loaded = _fixture_model(fx, torch.float32, args.perturb)
+    pos = fx["input/pos"].reshape(-1, 3)
+    vt = model.vt_indices(pos).reshape(-1).tolist()
+    ref_vt = fx["input/vt_pos"].reshape(-1).tolist()
+    print(f"vt_pos {vt} (fixture {ref_vt}); {loaded} parameters loaded, {ignored} fixture "
+          f"parameters/buffers ignored (dead, vt_check, index buffers)")
+    ok = vt == ref_vt
+    t0 = time.time()
+    if args.no_grad:
+        with torch.no_grad():
+            out = model(torch.from_numpy(fx["input/x"]), pos)
+        grads = None
+    else:
+        out, grads = _fixture_grads(model, fx, torch.float32)
+    print(f"forward{'' if args.no_grad else '+backward'} {time.time() - t0:.1f} s")
+    worst = 0.0
+    for h in (0, 1):
+        data, idx, full = fx[f"sample/output/{h}"]
+        if full is not None and list(out[h].shape) != list(full):
+            print(f"output/{h}: shape {list(out[h].shape)}, fixture {full}")
+            ok = False
+            continue
+        e = rel_err(out[h].detach().reshape(-1)[torch.from_numpy(idx)].numpy(), data)
+        worst = max(worst, e)
+        print(f"output/{h} {list(out[h].shape)} max rel err {e:.3e}")
+    ok = ok and worst <= args.tol
+    if grads is None:
+        print(f"parity {'PASS' if ok else 'FAIL'}: outputs {worst:.3e} (no gradients), tolerance {args.tol:g}")
+        return 0 if ok else 1
+    gworst, gname, ng, excluded = 0.0, "", 0, []
+    for key in sorted(k for k in fx if k.startswith("sample/grad/")):
+        name = key[len("sample/grad/"):]
+        data, idx, _ = fx[key]
+        if name not in grads:
+            z = np.abs(data).max() if data.size else 0.0
+            print(f"grad/{name}: not a live parameter here (fixture max |g| {z:.3e})")
+            ok = ok and z == 0.0
+            continue
+        e = rel_err(grads[name].reshape(-1)[torch.from_numpy(idx)].numpy(), data)
+        if name.startswith(FIXTURE_GELU_BUG):
+            excluded.append((name, e))
+            continue
+        if args.verbose:
+            print(f"grad/{name} max rel err {e:.3e}")
+        ng += 1
+        if e > gworst:
+            gworst, gname = e, name
+    missing = [n for n, p in model.named_parameters() if "sample/grad/" + n not in fx]
+    if missing:
+        print(f"parameters without a fixture gradient: {missing}")
+        ok = False
+    print(f"grads: {ng} tensors, max rel err {gworst:.3e} ({gname})")
+    print(f"grads not compared ({len(excluded)}, fixture corrupted by PyTorch 1.13's gelu backward): "
+          + ", ".join(f"{n.replace('model_down.patch_embed.', 'pe.')} {e:.2g}" for n, e in excluded))
+    ok = ok and gworst <= args.tol
+    if args.f64:  # this fp32 model against its float64 twin, every gradient
+        m64, _, _ = _fixture_model(fx, torch.float64, args.perturb)
+        _, g64 = _fixture_grads(m64, fx, torch.float64)
+        w, wn = 0.0, ""
+        for n, g in grads.items():
+            e = rel_err(g.numpy(), g64[n].numpy())
+            if n.startswith(FIXTURE_GELU_BUG):
+                print(f"f64 grad/{n} max rel err {e:.3e}")
+            if e > w:
+                w, wn = e, n
+        print(f"fp32 vs float64 autograd: {len(grads)} gradients, max rel err {w:.3e} ({wn})")
+        ok = ok and w <= args.tol
+    if args.fd:  # central differences of the float64 forward for the excluded tensors
+        m64, _, _ = _fixture_model(fx, torch.float64, args.perturb)
+        x64 = torch.from_numpy(fx["input/x"]).double()
+        prm = dict(m64.named_parameters())
+
+        def loss():
+            with torch.no_grad():
+                o = m64(x64, pos)
+                return (o[0].double().sum() + o[1].double().sum()).item()
+        h = 1e-4
+        for name in ("model_down.patch_embed.proj1.conv1.bias", "model_down.patch_embed.proj2.conv1.bias",
+                     "input/x")[:max(1, args.fd) if args.fd < 3 else 3]:
+            t = x64 if name == "input/x" else prm[name].data
+            g = grads[name].reshape(-1)
+            j = int(g.abs().argmax())
+            flat = t.view(-1)
+            flat[j] += h
+            lp = loss()
+            flat[j] -= 2 * h
+            lm = loss()
+            flat[j] += h
+            fd = (lp - lm) / (2 * h)
+            fxd, fxi, _ = fx["sample/grad/" + name]
+            hit = np.nonzero(fxi == j)[0]
+            ref = f"{fxd[hit[0]]:.6g}" if hit.size else "not sampled"
+            e = abs(fd - g[j].item()) / max(abs(fd), 1e-30)
+            print(f"fd grad/{name}[{j}]: central difference {fd:.6g}, this model {g[j].item():.6g} "
+                  f"(rel {e:.1e}), fixture {ref}")
+            ok = ok and e <= 1e-3
+    print(f"parity {'PASS' if ok else 'FAIL'}: outputs {worst:.3e}, grads {gworst:.3e}, tolerance {args.tol:g}")
+    return 0 if ok else 1
+
+
+# ----------------------------------------------------------------------------- compare
+
+
+def cmd_compare(args):
+    torch.set_num_threads(args.threads)
+    model, cfg = load_checkpoint(args.model)
+    images, poss = [], []
+    for rec in fine_stream.read(args.input):
+        if rec.get("type") == "patch":
+            images.append(np.asarray(rec["array"], np.float32))
+            poss.append([float(v) for v in rec["pos"]])
+    if not images:
+        print(f"torch_fine: {args.input}: no patch records", file=sys.stderr)
+        return 1
+    heads = []
+    for rec in fine_stream.read(args.logits):
+        if rec.get("type") == "logits":
+            heads.append((np.asarray(rec["head0"], np.float32), np.asarray(rec["head1"], np.float32)))
+    if len(heads) != len(images):
+        print(f"torch_fine: {args.logits}: {len(heads)} logits records for {len(images)} patches",
+              file=sys.stderr)
+        return 1
+    x = torch.from_numpy(np.stack(images)).requires_grad_(args.grads is not None)
+    pos = np.array(poss)
+    with torch.set_grad_enabled(args.grads is not None):
+        out = model(x, pos)
+    ok = True
+    for h in (0, 1):
+        ref = np.stack([hh[h] for hh in heads])
+        if tuple(ref.shape) != tuple(out[h].shape):
+            print(f"head{h}: engine shape {list(ref.shape)}, torch {list(out[h].shape)}")
+            ok = False
+            continue
+        e = rel_err(out[h].detach().numpy(), ref)
+        print(f"head{h} {list(ref.shape)} max rel err {e:.3e}")
+        ok = ok and e <= args.tol
+    if args.grads is not None:
+        (out[0].sum() + out[1].sum()).backward()
+        grads = {n: p.grad for n, p in model.named_parameters()}
+        ref_in = []
+        worst, wname, n = 0.0, "", 0
+        seen = set()
+        for rec in fine_stream.read(args.grads):
+            if rec.get("type") != "grad":
+                continue
+            name, arr = rec["name"], np.asarray(rec["array"], np.float32)
+            if name == "input":
+                ref_in.append(arr)
+                continue
+            if name not in grads:
+                print(f"grad '{name}': not a parameter of the torch model")
+                ok = False
+                continue
+            g = grads[name]
+            g = torch.zeros_like(dict(model.named_parameters())[name]) if g is None else g
+            if arr.size != g.numel():
+                print(f"grad '{name}': {arr.size} values, parameter has {g.numel()}")
+                ok = False
+                continue
+            e = rel_err(g.numpy(), arr)
+            if args.verbose:
+                print(f"grad {name} max rel err {e:.3e}")
+            seen.add(name)
+            n += 1
+            if e > worst:
+                worst, wname = e, name
+        missing = [k for k in grads if k not in seen]
+        if missing:
+            print(f"no engine gradient for {len(missing)} parameters, e.g. {missing[:3]}")
+            ok = False
+        print(f"grads: {n} parameters, max rel err {worst:.3e} ({wname})")
+        ok = ok and worst <= args.grad_tol
+        if ref_in:
+            r = np.concatenate([a.reshape(-1) for a in ref_in])
+            if r.size != x.grad.numel():
+                print(f"grad 'input': {r.size} values, the input has {x.grad.numel()}")
+                ok = False
+            else:
+                e = rel_err(x.grad.numpy(), r)
+                print(f"grad input max rel err {e:.3e}")
+                ok = ok and e <= args.grad_tol
+        else:
+            print("grad 'input': missing")
+            ok = False
+    print(f"compare {'PASS' if ok else 'FAIL'} (tolerance {args.tol:g}, grads {args.grad_tol:g})")
+    return 0 if ok else 1
+
+
+# ----------------------------------------------------------------------------- bench
+
+
+def cmd_bench(args):
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    cfg = preset(args.preset)
+    model = FineTorch(cfg)
+    B = args.batch
+    x = torch.randn(B, cfg["in_chans"], *cfg["crop"])
+    pos = np.zeros((B, 3))
+    model.eval()
+    fwd = []
+    with torch.no_grad():
+        for it in range(args.iters + 1):
+            t0 = time.perf_counter()
+            model(x, pos)
+            if it:
+                fwd.append(time.perf_counter() - t0)
+    fb = []
+    if args.backward:
+        model.train()
+        w = cfg["ds_weights"]
+        for it in range(args.iters + 1):
+            model.zero_grad(set_to_none=True)
+            t0 = time.perf_counter()
+            o = model(x, pos)
+            (w[0] * o[0].mean() + w[1] * o[1].mean()).backward()
+            if it:
+                fb.append(time.perf_counter() - t0)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    fwd_ms = 1000 * sum(fwd) / len(fwd)
+    fb_ms = f"{1000 * sum(fb) / len(fb):.1f}" if fb else "nan"
+    print(f"torch_fine bench preset={args.preset} batch={B} threads={args.threads} fwd_ms={fwd_ms:.1f} "
+          f"fwdbwd_ms={fb_ms} peak_rss_mb={rss:.0f}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(
+        prog="torch_fine.py", description="Independent PyTorch FINE model: parity, compare, bench.",
+        epilog="example: fine-model run --model m.fst --grad p.fst l.fst && "
+               "torch_fine.py compare --model m.fst --input p.fst --logits l.fst --grads l.fst")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("parity", help="check this model against the official code's fixture")
+    p.add_argument("fixture")
+    p.add_argument("--tol", type=float, default=1e-4)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--perturb", action="store_true", help="perturb one weight (must then FAIL)")
+    p.add_argument("--no-grad", action="store_true", help="outputs only")
+    p.add_argument("--f64", action="store_true", help="also check every fp32 gradient against float64 autograd")
+    p.add_argument("--fd", type=int, default=0, help="central differences (float64) for N of the "
+                   "gradients the fixture has wrong (1..3)")
+    c = sub.add_parser("compare", help="compare the C engine's logits (and gradients) to this model")
+    c.add_argument("--model", required=True)
+    c.add_argument("--input", required=True)
+    c.add_argument("--logits", required=True)
+    c.add_argument("--grads")
+    c.add_argument("--tol", type=float, default=1e-4, help="max relative error of the logits (1e-4)")
+    c.add_argument("--grad-tol", type=float, default=1e-4, help="max relative error of a gradient (1e-4)")
+    c.add_argument("--threads", type=int, default=2)
+    c.add_argument("-v", "--verbose", action="store_true")
+    b = sub.add_parser("bench", help="time forward and forward+backward with random weights")
+    b.add_argument("--preset", default="tiny", choices=["tiny", "small", "bcv"])
+    b.add_argument("--batch", type=int, default=2)
+    b.add_argument("--threads", type=int, default=2)
+    b.add_argument("--backward", action="store_true")
+    b.add_argument("--iters", type=int, default=3)
+    b.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    try:
+        return {"parity": cmd_parity, "compare": cmd_compare, "bench": cmd_bench}[a.cmd](a)
+    except (ValueError, OSError, fine_stream.StreamError) as ex:
+        print(f"torch_fine.py: {ex}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

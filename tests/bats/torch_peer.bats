@@ -1,0 +1,77 @@
+#!/usr/bin/env bats
+# bench/torch_fine.py, an independent PyTorch model of FINE written from the specification:
+# (a) it reproduces the official code's outputs and gradients (parity fixture), (b) the C engine
+# (fine-model run) agrees with it on a tiny model, logits and gradients. Skipped without
+# python3-torch.
+
+load common
+
+TORCH_FINE="$BATS_TEST_DIRNAME/../../bench/torch_fine.py"
+FIXTURE="${FINE_PARITY_FIXTURE:-/work/shared/parity/fine-ref-small-b1.msgpack.zst}"
+
+need_torch() {
+    "$FINE_PYTHON" -c 'import torch' 2>/dev/null || skip "python3-torch not installed"
+}
+
+@test "torch_peer: the torch model matches the official code's fixture (outputs and gradients, 1e-4)" {
+    need_torch
+    [ -r "$FIXTURE" ] || skip "parity fixture $FIXTURE not present"
+    run "$FINE_PYTHON" "$TORCH_FINE" parity "$FIXTURE"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [[ "$output" == *"parity PASS"* ]]
+}
+
+@test "torch_peer: the torch model fails parity when one weight is perturbed (the check can fail)" {
+    need_torch
+    [ -r "$FIXTURE" ] || skip "parity fixture $FIXTURE not present"
+    run "$FINE_PYTHON" "$TORCH_FINE" parity --perturb "$FIXTURE"
+    echo "$output"
+    [ "$status" -eq 1 ]
+    [[ "$output" == *"parity FAIL"* ]]
+}
+
+# mk_patches PATH N: N random patches [1,32,64,64] (the tiny crop) with distinct positions
+mk_patches() {
+    "$FINE_PYTHON" - "$@" <<'PY'
+import sys
+import numpy as np
+import fine_stream
+path, n = sys.argv[1], int(sys.argv[2])
+rng = np.random.default_rng(11)
+poss = [[0, -150, 100], [7, 240, -260], [-3, 0, 0]]
+recs = [{"type": "patch", "case": "T%d" % i, "name": "image",
+         "array": rng.standard_normal((1, 32, 64, 64)).astype(np.float32),
+         "origin": [0, 0, 0], "pos": poss[i % len(poss)], "volume_size": [64, 128, 128]}
+        for i in range(n)]
+fine_stream.write(path, recs, tool="mk_patches", args=sys.argv)
+PY
+}
+
+@test "torch_peer: fine-model run (logits and gradients) agrees with the torch model on a tiny model" {
+    need_torch
+    command -v fine-model >/dev/null || skip "fine-model is not built yet"
+    fine-model init --preset tiny --seed 3 -o "$T/m.fst" || skip "fine-model init does not work yet"
+    mk_patches "$T/p.fst" 2
+    run fine-model run --model "$T/m.fst" --grad --batch 2 "$T/p.fst" "$T/l.fst"
+    echo "$output"
+    [ "$status" -eq 0 ] || skip "fine-model run --grad does not work yet"
+    run "$FINE_PYTHON" "$TORCH_FINE" compare --model "$T/m.fst" --input "$T/p.fst" \
+        --logits "$T/l.fst" --grads "$T/l.fst"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [[ "$output" == *"compare PASS"* ]]
+}
+
+@test "torch_peer: compare fails on logits that are not the model's" {
+    need_torch
+    command -v fine-model >/dev/null || skip "fine-model is not built yet"
+    fine-model init --preset tiny --seed 3 -o "$T/m.fst" || skip "fine-model init does not work yet"
+    fine-model init --preset tiny --seed 4 -o "$T/m4.fst"
+    mk_patches "$T/p.fst" 2
+    fine-model run --model "$T/m4.fst" --batch 2 "$T/p.fst" "$T/l.fst" || skip "fine-model run does not work yet"
+    run "$FINE_PYTHON" "$TORCH_FINE" compare --model "$T/m.fst" --input "$T/p.fst" --logits "$T/l.fst"
+    echo "$output"
+    [ "$status" -eq 1 ]
+    [[ "$output" == *"compare FAIL"* ]]
+}
