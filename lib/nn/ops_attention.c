@@ -76,10 +76,41 @@ FINE_INLINE float vexpf(float x)
 
 /* ------------------------------------------------------------------ small matrix product */
 
-/* c[i*ldc + j] (= or, with accumulate, +=) sum_kk (ascale * A(i,kk)) * B(kk,j), i < m, j < n,
+/* Writes (add = 0) or adds (add = 1) alpha * (v[0], v[1]) to the jn <= 16 floats at cr. */
+FINE_INLINE void store_row(float *cr, v8f *v, int64_t jn, int add, float alpha)
+{
+    if (alpha != 1.0f) {
+        v[0] *= alpha;
+        v[1] *= alpha;
+    }
+    if (jn == 16) {
+        if (add) {
+            v8f c0, c1;
+            LOAD8(c0, cr);
+            LOAD8(c1, cr + 8);
+            v[0] += c0;
+            v[1] += c1;
+        }
+        memcpy(cr, &v[0], sizeof(v8f));
+        memcpy(cr + 8, &v[1], sizeof(v8f));
+        return;
+    }
+    float t[16];
+    memcpy(t, v, sizeof t);
+    if (add)
+        for (int64_t jj = 0; jj < jn; jj++)
+            cr[jj] += t[jj];
+    else
+        for (int64_t jj = 0; jj < jn; jj++)
+            cr[jj] = t[jj];
+}
+
+/* c[i*ldc + j] (= or, with accumulate, +=) alpha * sum_kk A(i,kk) B(kk,j), i < m, j < n,
  * with A(i,kk) = a[i*ars + kk*acs] and B(kk,j) = b[kk*brs + j*bcs]: any strides, so that
- * transposed operands need no copy. B is packed per 16 columns and KC rows. */
-FINE_INLINE void small_gemm(int64_t m, int64_t n, int64_t k, float ascale, const float *a,
+ * transposed operands need no copy of their own. B is packed per 16 columns and KC rows into
+ * a tile on the stack; blocks of 4 rows x 16 columns accumulate in 8 vector registers, with
+ * the A values broadcast straight from memory. */
+FINE_INLINE void small_gemm(int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                             int64_t ars, int64_t acs, const float *b, int64_t brs, int64_t bcs,
                             float *c, int64_t ldc, int accumulate)
 {
@@ -108,80 +139,58 @@ FINE_INLINE void small_gemm(int64_t m, int64_t n, int64_t k, float ascale, const
             }
             int add = accumulate || k0 > 0;
             const float *ak = a + k0 * acs;
-            for (int64_t i0 = 0; i0 < m; i0 += 4) {
-                int64_t rows = m - i0 < 4 ? m - i0 : 4;
-                const float *ai = ak + i0 * ars;
-                v8f acc[4][2] = {{{0}}};
-                if (rows == 4 && jn > 8) {
+            int64_t i0 = 0;
+            for (; i0 + 4 <= m; i0 += 4) {
+                const float *a0 = ak + i0 * ars, *a1 = a0 + ars, *a2 = a1 + ars, *a3 = a2 + ars;
+                v8f r[8];
+                if (jn > 8) {
                     v8f c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0};
                     v8f c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
                     for (int64_t kk = 0; kk < kn; kk++) {
                         v8f b0, b1;
                         LOAD8(b0, bt + kk * 16);
                         LOAD8(b1, bt + kk * 16 + 8);
-                        float a0 = ascale * ai[kk * acs], a1 = ascale * ai[ars + kk * acs];
-                        float a2 = ascale * ai[2 * ars + kk * acs];
-                        float a3 = ascale * ai[3 * ars + kk * acs];
-                        c00 += b0 * a0;
-                        c01 += b1 * a0;
-                        c10 += b0 * a1;
-                        c11 += b1 * a1;
-                        c20 += b0 * a2;
-                        c21 += b1 * a2;
-                        c30 += b0 * a3;
-                        c31 += b1 * a3;
+                        float x0 = a0[kk * acs], x1 = a1[kk * acs];
+                        float x2 = a2[kk * acs], x3 = a3[kk * acs];
+                        c00 += b0 * x0;
+                        c01 += b1 * x0;
+                        c10 += b0 * x1;
+                        c11 += b1 * x1;
+                        c20 += b0 * x2;
+                        c21 += b1 * x2;
+                        c30 += b0 * x3;
+                        c31 += b1 * x3;
                     }
-                    acc[0][0] = c00, acc[0][1] = c01, acc[1][0] = c10, acc[1][1] = c11;
-                    acc[2][0] = c20, acc[2][1] = c21, acc[3][0] = c30, acc[3][1] = c31;
-                } else if (rows == 4) {
+                    r[0] = c00, r[1] = c01, r[2] = c10, r[3] = c11;
+                    r[4] = c20, r[5] = c21, r[6] = c30, r[7] = c31;
+                } else {
                     v8f c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
                     for (int64_t kk = 0; kk < kn; kk++) {
                         v8f b0;
                         LOAD8(b0, bt + kk * 16);
-                        c0 += b0 * (ascale * ai[kk * acs]);
-                        c1 += b0 * (ascale * ai[ars + kk * acs]);
-                        c2 += b0 * (ascale * ai[2 * ars + kk * acs]);
-                        c3 += b0 * (ascale * ai[3 * ars + kk * acs]);
+                        c0 += b0 * a0[kk * acs];
+                        c1 += b0 * a1[kk * acs];
+                        c2 += b0 * a2[kk * acs];
+                        c3 += b0 * a3[kk * acs];
                     }
-                    acc[0][0] = c0, acc[1][0] = c1, acc[2][0] = c2, acc[3][0] = c3;
-                } else {
-                    for (int64_t r = 0; r < rows; r++) {
-                        v8f c0 = {0}, c1 = {0};
-                        for (int64_t kk = 0; kk < kn; kk++) {
-                            float av = ascale * ai[r * ars + kk * acs];
-                            v8f b0, b1;
-                            LOAD8(b0, bt + kk * 16);
-                            LOAD8(b1, bt + kk * 16 + 8);
-                            c0 += b0 * av;
-                            c1 += b1 * av;
-                        }
-                        acc[r][0] = c0, acc[r][1] = c1;
-                    }
+                    v8f z = {0};
+                    r[0] = c0, r[2] = c1, r[4] = c2, r[6] = c3;
+                    r[1] = r[3] = r[5] = r[7] = z;
                 }
-                for (int64_t r = 0; r < rows; r++) {
-                    float *cr = c + (i0 + r) * ldc + j0;
-                    if (jn == 16) {
-                        if (add) {
-                            v8f c0, c1;
-                            LOAD8(c0, cr);
-                            LOAD8(c1, cr + 8);
-                            acc[r][0] += c0;
-                            acc[r][1] += c1;
-                        }
-                        memcpy(cr, &acc[r][0], sizeof(v8f));
-                        memcpy(cr + 8, &acc[r][1], sizeof(v8f));
-                        continue;
-                    }
-                    float t[16];
-                    memcpy(t, &acc[r][0], sizeof acc[r][0]);
-                    memcpy(t + 8, &acc[r][1], sizeof acc[r][1]);
-                    if (add)
-                        for (int64_t jj = 0; jj < jn; jj++)
-                            cr[jj] += t[jj];
-                    else
-                        for (int64_t jj = 0; jj < jn; jj++)
-                            cr[jj] = t[jj];
+                for (int64_t q = 0; q < 4; q++)
+                    store_row(c + (i0 + q) * ldc + j0, r + 2 * q, jn, add, alpha);
+            }
+            for (; i0 < m; i0++) { /* the last m % 4 rows, one at a time */
+                const float *ai = ak + i0 * ars;
+                v8f r[2] = {{0}, {0}};
+                for (int64_t kk = 0; kk < kn; kk++) {
+                    v8f b0, b1;
+                    LOAD8(b0, bt + kk * 16);
+                    LOAD8(b1, bt + kk * 16 + 8);
+                    r[0] += b0 * ai[kk * acs];
+                    r[1] += b1 * ai[kk * acs];
                 }
+                store_row(c + i0 * ldc + j0, r, jn, add, alpha);
             }
         }
     }
@@ -405,14 +414,15 @@ FINE_AVX2 static void backward_one_avx2(const fine_attn_shape *s, int64_t seq, i
 }
 #endif
 
-/* The bias gradient sums dS over all sequences. Sequences go in fixed chunks of SEQ_CHUNK per
- * task (head-major); each task sums its chunk into a partial on its stack, and the partials
- * are added to dbias in task order (an OpenMP ordered section), so the sum does not depend on
- * the thread count. The partial holds at most FINE_ATTN_PART floats (the window sub-block is
- * 64 x 64 here); a larger sub-block takes one sequence at a time in a serial order. */
+/* The bias gradient sums dS over all sequences. Sequences go in fixed chunks of SEQ_CHUNK
+ * per task, heads in groups whose N x N partials fit FINE_ATTN_PART floats on the stack; each
+ * task sums its chunk into its partials, and the partials are added to dbias in task order
+ * (an OpenMP ordered section), so the sum does not depend on the thread count. Tasks run
+ * chunk-major so that all heads of a sequence are done together (qkv rows stay in cache).
+ * A sub-block larger than the stack partial takes the sequences one at a time, serially. */
 #define SEQ_CHUNK 16
 #ifndef FINE_ATTN_PART
-#define FINE_ATTN_PART 16384
+#define FINE_ATTN_PART 32768
 #endif
 
 void fine_attention_backward(const fine_attn_shape *s, float *dqkv, float *dbias,
@@ -440,21 +450,25 @@ void fine_attention_backward(const fine_attn_shape *s, float *dqkv, float *dbias
                 one(s, seq, h, dqkv, dbias + (int64_t)h * NN, dout, qkv, att);
         return;
     }
-    int64_t chunks = (s->Bs + SEQ_CHUNK - 1) / SEQ_CHUNK, tasks = s->heads * chunks;
+    int64_t hg = FINE_ATTN_PART / NN < s->heads ? FINE_ATTN_PART / NN : s->heads;
+    int64_t groups = (s->heads + hg - 1) / hg, chunks = (s->Bs + SEQ_CHUNK - 1) / SEQ_CHUNK;
+    int64_t tasks = chunks * groups;
 #pragma omp parallel for ordered schedule(static, 1) if (tasks > 1)
     for (int64_t t = 0; t < tasks; t++) {
-        int h = (int)(t / chunks);
-        int64_t s0 = (t % chunks) * SEQ_CHUNK;
+        int64_t s0 = (t / groups) * SEQ_CHUNK, h0 = (t % groups) * hg;
         int64_t s1 = s0 + SEQ_CHUNK < s->Bs ? s0 + SEQ_CHUNK : s->Bs;
+        int64_t h1 = h0 + hg < s->heads ? h0 + hg : s->heads;
         float part[FINE_ATTN_PART];
-        memset(part, 0, (size_t)NN * sizeof(float));
+        memset(part, 0, (size_t)((h1 - h0) * NN) * sizeof(float));
         for (int64_t seq = s0; seq < s1; seq++)
-            one(s, seq, h, dqkv, part, dout, qkv, att);
-        float *db = dbias + (int64_t)h * NN;
+            for (int64_t h = h0; h < h1; h++)
+                one(s, seq, (int)h, dqkv, part + (h - h0) * NN, dout, qkv, att);
+        float *db = dbias + h0 * NN;
+        int64_t n = (h1 - h0) * NN;
 #pragma omp ordered
         {
 #pragma omp simd
-            for (int64_t k = 0; k < NN; k++)
+            for (int64_t k = 0; k < n; k++)
                 db[k] += part[k];
         }
     }

@@ -25,7 +25,7 @@ need_torch() {
 @test "torch_peer: the torch model fails parity when one weight is perturbed (the check can fail)" {
     need_torch
     [ -r "$FIXTURE" ] || skip "parity fixture $FIXTURE not present"
-    run "$FINE_PYTHON" "$TORCH_FINE" parity --perturb "$FIXTURE"
+    run "$FINE_PYTHON" "$TORCH_FINE" parity --perturb --no-grad "$FIXTURE"
     echo "$output"
     [ "$status" -eq 1 ]
     [[ "$output" == *"parity FAIL"* ]]
@@ -50,7 +50,7 @@ PY
 
 @test "torch_peer: fine-model run (logits and gradients) agrees with the torch model on a tiny model" {
     need_torch
-    command -v fine-model >/dev/null || skip "fine-model is not built yet"
+    command -v fine-model >/dev/null || skip "fine-model is not built yet (bin/fine-model missing)"
     fine-model init --preset tiny --seed 3 -o "$T/m.fst" || skip "fine-model init does not work yet"
     mk_patches "$T/p.fst" 2
     run fine-model run --model "$T/m.fst" --grad --batch 2 "$T/p.fst" "$T/l.fst"
@@ -61,16 +61,9 @@ PY
     echo "$output"
     [ "$status" -eq 0 ]
     [[ "$output" == *"compare PASS"* ]]
-}
-
-@test "torch_peer: compare fails on logits that are not the model's" {
-    need_torch
-    command -v fine-model >/dev/null || skip "fine-model is not built yet"
-    fine-model init --preset tiny --seed 3 -o "$T/m.fst" || skip "fine-model init does not work yet"
+    # and the comparison can fail: the same logits against another model's weights
     fine-model init --preset tiny --seed 4 -o "$T/m4.fst"
-    mk_patches "$T/p.fst" 2
-    fine-model run --model "$T/m4.fst" --batch 2 "$T/p.fst" "$T/l.fst" || skip "fine-model run does not work yet"
-    run "$FINE_PYTHON" "$TORCH_FINE" compare --model "$T/m.fst" --input "$T/p.fst" --logits "$T/l.fst"
+    run "$FINE_PYTHON" "$TORCH_FINE" compare --model "$T/m4.fst" --input "$T/p.fst" --logits "$T/l.fst"
     echo "$output"
     [ "$status" -eq 1 ]
     [[ "$output" == *"compare FAIL"* ]]
