@@ -88,7 +88,8 @@ test: all
 	    FINE_SANITIZE=$(SANITIZE) FINE_SHARED=$(abspath ../shared) tests/run
 
 bench: all
-	@FINE_BIN=$(abspath $(BIN)) FINE_BENCH=$(abspath $(BUILD)/bench) FINE_PYTHON=$(PYTHON) bench/run
+	@FINE_BIN=$(abspath $(BIN)) FINE_BENCH=$(abspath $(BUILD)/bench) FINE_BENCH_SRC=$(abspath bench) \
+	    FINE_PYTHON=$(PYTHON) bench/run
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/fine \
