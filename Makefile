@@ -96,7 +96,9 @@ install: all
 	    $(DESTDIR)$(PREFIX)/share/fine/python
 	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
-	install -m 644 lib/*.h $(DESTDIR)$(PREFIX)/include/fine/
+	install -d $(DESTDIR)$(PREFIX)/include/fine/nn
+	install -m 644 $(filter-out lib/stream_internal.h,$(wildcard lib/*.h)) $(DESTDIR)$(PREFIX)/include/fine/
+	install -m 644 lib/nn/*.h $(DESTDIR)$(PREFIX)/include/fine/nn/
 	install -m 644 formats/python/fine_stream.py $(DESTDIR)$(PREFIX)/share/fine/python/
 
 clean:
