@@ -116,7 +116,8 @@ void fine_window_partition(float *out, const float *x, int64_t B, int64_t D, int
                            int64_t C, int ws, int shift);
 void fine_window_reverse(float *x, const float *win, int64_t B, int64_t D, int64_t H, int64_t W,
                          int64_t C, int ws, int shift);
-/* Accumulating versions for the backward passes. */
+/* Accumulating versions for the backward passes: partition_acc does dx += reverse(dwin) (the
+ * backward of partition); reverse_acc does dwin += partition(dx) (the backward of reverse). */
 void fine_window_partition_acc(float *dx, const float *dwin, int64_t B, int64_t D, int64_t H,
                                int64_t W, int64_t C, int ws, int shift);
 void fine_window_reverse_acc(float *dwin, const float *dx, int64_t B, int64_t D, int64_t H,
@@ -139,7 +140,7 @@ void fine_shift_mask(float *mask, int64_t D, int64_t H, int64_t W, int ws, int s
 /* Multi-head self-attention core on sequences that already went through the qkv Linear:
  * qkv (Bs, T, 3C) with channel index s*C + head*d + j (s = q, k, v; d = C / heads) ->
  * out (Bs, T, C) in head-major channel order (before the proj Linear). Per sequence and head:
- * A = (q * d^-0.5) k^T; then, if bias != NULL, A[G + i, G + j] += bias[head, i, j] for
+ * A = d^-0.5 q k^T (the reference scales q first; equal up to rounding); then, if bias != NULL, A[G + i, G + j] += bias[head, i, j] for
  * i, j < T - G (the window sub-block; the first G tokens, the memory tokens, get none);
  * if mask != NULL, A[G + i, G + j] += mask[(seq % mask_count), i, j] likewise (the shift mask,
  * one per window index); if key_mask != NULL, A[i, j] += key_mask[j] for all i (the
@@ -162,7 +163,9 @@ void fine_attention_backward(const fine_attn_shape *s, float *dqkv, float *dbias
 
 /* ------------------------------------------------------------------ losses (B 5.2) */
 
-/* Softmax cross-entropy, mean over all B*L voxels: logits (B, K, L) channels-first, target
+/* Both losses return NaN for a target id >= K (dlogits may be partly updated then);
+ * fine_soft_dice needs 2 <= K <= 256.
+ * Softmax cross-entropy, mean over all B*L voxels: logits (B, K, L) channels-first, target
  * (B, L) class ids. Returns the loss; dlogits += scale * dL/dlogits (may be NULL).
  * probs (B, K, L) receives the softmax (reused by the Dice loss). */
 double fine_softmax_ce(float *probs, float *dlogits, const float *logits, const uint8_t *target,
@@ -172,9 +175,10 @@ double fine_softmax_ce(float *probs, float *dlogits, const float *logits, const 
  * Uses probs from fine_softmax_ce; dlogits += scale * dL/dlogits through the softmax. */
 double fine_soft_dice(float *dlogits, const float *probs, const uint8_t *target, int64_t B,
                       int64_t K, int64_t L, float scale);
-/* Nearest-neighbour downsampling of a label volume (B, D, H, W) by integer factors, as
- * skimage resize order 0 for these exact factors: out[z, y, x] = in[z*f0 + c0, ...] where the
- * sample point is the input index nearest to the output voxel's centre. */
+/* Nearest-neighbour downsampling of a label volume (B, D, H, W) by integer factors, as skimage
+ * resize(order=0, anti_aliasing=False) samples it (points f*(o + 0.5) - 0.5, halves rounded up):
+ * out[z, y, x] = in[z*f0 + f0/2, y*f1 + f1/2, x*f2 + f2/2] (integer division), so factor 1 is
+ * the identity and factor 2 takes index 2o + 1. D, H, W must be multiples of the factors. */
 void fine_downsample_labels(uint8_t *out, const uint8_t *in, int64_t B, int64_t D, int64_t H,
                             int64_t W, const int f[3]);
 

@@ -266,7 +266,8 @@ FINE_INLINE void forward_one(const fine_attn_shape *s, int64_t seq, int h, float
     int64_t T = s->T, G = s->G, N = T - G, d = s->C / s->heads;
     attn_ptrs p = head_ptrs(s, qkv, seq, h);
     float *P = att + (seq * s->heads + h) * T * T;
-    /* S = (q * scale) k^T: B(kk, j) = k[j*ld + kk] */
+    /* S = scale (q k^T), the scale applied to the sums (the contract's (q scale) k^T up to
+     * rounding); B(kk, j) = k[j*ld + kk] */
     small_gemm(T, T, d, p.scale, p.q, p.ld, 1, p.k, 1, p.ld, P, T, 0);
     const float *bias_h = bias ? bias + (int64_t)h * N * N : NULL;
     const float *mask_w = mask ? mask + (seq % s->mask_count) * N * N : NULL;

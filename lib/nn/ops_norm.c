@@ -1,10 +1,11 @@
 /* ops_norm.c: the per-token and pointwise layers of ops.h: LayerNorm, exact GELU, Linear
  * (OpenBLAS sgemm), residual adds and drop path.
  *
- * Parallelism: OpenMP over rows or fixed-size chunks; reductions over rows (LayerNorm affine
- * gradients, Linear bias gradient) run over channel slices, each summing its rows in order in
- * double, so no result depends on the thread count. The hot loops are compiled twice, for the
- * baseline ISA and for AVX2, and the variant is chosen once per call from the CPU. */
+ * Parallelism: OpenMP over rows or fixed-size chunks. Sums over rows (LayerNorm affine
+ * gradients, Linear bias gradient) go over fixed blocks of rows in float and across blocks
+ * in double in a fixed order, so no result depends on the thread count. The hot loops are
+ * compiled twice, for the baseline ISA and for AVX2 (with FMA), and the variant is chosen once
+ * per call from the CPU. */
 #include "nn/ops.h"
 
 #include <cblas.h>
@@ -101,18 +102,17 @@ FINE_INLINE void layernorm_rows(float *out, float *mean, float *rstd, const floa
     for (int64_t r = r0; r < r1; r++) {
         const float *x = in + r * C;
         float *o = out + r * C;
-        float s = 0.0f;
+        double s = 0.0, v = 0.0; /* double sums: exact enough for any row width */
 #pragma omp simd reduction(+ : s)
         for (int64_t c = 0; c < C; c++)
-            s += x[c];
-        float m = s / (float)C;
-        float v = 0.0f;
+            s += (double)x[c];
+        float m = (float)(s / (double)C);
 #pragma omp simd reduction(+ : v)
         for (int64_t c = 0; c < C; c++) {
             float d = x[c] - m;
-            v += d * d;
+            v += (double)(d * d);
         }
-        float rs = 1.0f / sqrtf(v / (float)C + 1e-5f);
+        float rs = (float)(1.0 / sqrt(v / (double)C + 1e-5));
 #pragma omp simd
         for (int64_t c = 0; c < C; c++)
             o[c] = (x[c] - m) * rs * weight[c] + bias[c];
@@ -154,14 +154,28 @@ void fine_layernorm_forward(float *out, float *mean, float *rstd, const float *i
     }
 }
 
-FINE_INLINE void layernorm_back_rows(float *din, const float *dout, const float *in,
-                                     const float *weight, const float *mean, const float *rstd,
-                                     int64_t r0, int64_t r1, int64_t C)
+/* din rows [r0, r1) (+=, when din is not NULL); pw[c] += sum dout * xhat and pb[c] += sum
+ * dout over the rows when they are not NULL. */
+FINE_INLINE void layernorm_back_rows(float *din, float *pw, float *pb, const float *dout,
+                                     const float *in, const float *weight, const float *mean,
+                                     const float *rstd, int64_t r0, int64_t r1, int64_t C)
 {
     for (int64_t r = r0; r < r1; r++) {
         const float *x = in + r * C, *g = dout + r * C;
-        float *dx = din + r * C;
         float m = mean[r], rs = rstd[r];
+        if (pw) {
+#pragma omp simd
+            for (int64_t c = 0; c < C; c++)
+                pw[c] += g[c] * ((x[c] - m) * rs);
+        }
+        if (pb) {
+#pragma omp simd
+            for (int64_t c = 0; c < C; c++)
+                pb[c] += g[c];
+        }
+        if (!din)
+            continue;
+        float *dx = din + r * C;
         float a = 0.0f, b = 0.0f; /* sums of dnorm and dnorm * xhat */
 #pragma omp simd reduction(+ : a, b)
         for (int64_t c = 0; c < C; c++) {
@@ -179,87 +193,70 @@ FINE_INLINE void layernorm_back_rows(float *din, const float *dout, const float 
     }
 }
 
-static void layernorm_back_rows_base(float *din, const float *dout, const float *in,
-                                     const float *weight, const float *mean, const float *rstd,
-                                     int64_t r0, int64_t r1, int64_t C)
+static void layernorm_back_rows_base(float *din, float *pw, float *pb, const float *dout,
+                                     const float *in, const float *weight, const float *mean,
+                                     const float *rstd, int64_t r0, int64_t r1, int64_t C)
 {
-    layernorm_back_rows(din, dout, in, weight, mean, rstd, r0, r1, C);
+    layernorm_back_rows(din, pw, pb, dout, in, weight, mean, rstd, r0, r1, C);
 }
 #ifdef FINE_HAVE_AVX2
-FINE_AVX2 static void layernorm_back_rows_avx2(float *din, const float *dout, const float *in,
+FINE_AVX2 static void layernorm_back_rows_avx2(float *din, float *pw, float *pb,
+                                               const float *dout, const float *in,
                                                const float *weight, const float *mean,
                                                const float *rstd, int64_t r0, int64_t r1,
                                                int64_t C)
 {
-    layernorm_back_rows(din, dout, in, weight, mean, rstd, r0, r1, C);
+    layernorm_back_rows(din, pw, pb, dout, in, weight, mean, rstd, r0, r1, C);
 }
 #endif
 
-/* Column sums over N rows of a (N, C) matrix for the channels [c0, c0 + cn), cn <= 16, in
- * double and in row order: dw[c] += sum_r dout[r,c] * (in[r,c] - mean[r]) * rstd[r] when in
- * is not NULL, db[c] += sum_r dout[r,c] (either may be NULL). */
+/* Column sums of a (N, C) matrix for channels [c0, c0 + cn), cn <= 16: db[c] += sum_r g[r,c],
+ * in float over fixed blocks of ROWS_F rows and in double across blocks, rows in order. */
 #define COLS 16
-FINE_INLINE void column_sums(float *dw, float *db, const float *dout, const float *in,
-                             const float *mean, const float *rstd, int64_t N, int64_t C,
-                             int64_t c0, int64_t cn)
+#define ROWS_F 256
+FINE_INLINE void column_sums(float *db, const float *dout, int64_t N, int64_t C, int64_t c0,
+                             int64_t cn)
 {
-    double sw[COLS] = {0}, sb[COLS] = {0};
-    if (cn == COLS) {
-        for (int64_t r = 0; r < N; r++) {
-            const float *g = dout + r * C + c0;
-            if (dw) {
-                const float *x = in + r * C + c0;
-                float m = mean[r], rs = rstd[r];
+    double sb[COLS] = {0};
+    for (int64_t r0 = 0; r0 < N; r0 += ROWS_F) {
+        int64_t r1 = r0 + ROWS_F < N ? r0 + ROWS_F : N;
+        float fb[COLS] = {0};
+        if (cn == COLS) {
+            for (int64_t r = r0; r < r1; r++) {
+                const float *g = dout + r * C + c0;
 #pragma omp simd
                 for (int c = 0; c < COLS; c++)
-                    sw[c] += (double)(g[c] * ((x[c] - m) * rs));
+                    fb[c] += g[c];
             }
-#pragma omp simd
-            for (int c = 0; c < COLS; c++)
-                sb[c] += (double)g[c];
-        }
-    } else {
-        for (int64_t r = 0; r < N; r++) {
-            const float *g = dout + r * C + c0;
-            if (dw) {
-                const float *x = in + r * C + c0;
-                float m = mean[r], rs = rstd[r];
+        } else {
+            for (int64_t r = r0; r < r1; r++)
                 for (int64_t c = 0; c < cn; c++)
-                    sw[c] += (double)(g[c] * ((x[c] - m) * rs));
-            }
-            for (int64_t c = 0; c < cn; c++)
-                sb[c] += (double)g[c];
+                    fb[c] += dout[r * C + c0 + c];
         }
+        for (int c = 0; c < COLS; c++)
+            sb[c] += fb[c];
     }
-    for (int64_t c = 0; c < cn; c++) {
-        if (dw)
-            dw[c0 + c] += (float)sw[c];
-        if (db)
-            db[c0 + c] += (float)sb[c];
-    }
+    for (int64_t c = 0; c < cn; c++)
+        db[c0 + c] += (float)sb[c];
 }
 
-static void column_sums_base(float *dw, float *db, const float *dout, const float *in,
-                             const float *mean, const float *rstd, int64_t N, int64_t C,
-                             int64_t c0, int64_t cn)
+static void column_sums_base(float *db, const float *dout, int64_t N, int64_t C, int64_t c0,
+                             int64_t cn)
 {
-    column_sums(dw, db, dout, in, mean, rstd, N, C, c0, cn);
+    column_sums(db, dout, N, C, c0, cn);
 }
 #ifdef FINE_HAVE_AVX2
-FINE_AVX2 static void column_sums_avx2(float *dw, float *db, const float *dout, const float *in,
-                                       const float *mean, const float *rstd, int64_t N,
-                                       int64_t C, int64_t c0, int64_t cn)
+FINE_AVX2 static void column_sums_avx2(float *db, const float *dout, int64_t N, int64_t C,
+                                       int64_t c0, int64_t cn)
 {
-    column_sums(dw, db, dout, in, mean, rstd, N, C, c0, cn);
+    column_sums(db, dout, N, C, c0, cn);
 }
 #endif
 
-/* The per-channel sums of column_sums for all C channels, OpenMP over 16-channel slices. */
-static void column_sums_all(float *dw, float *db, const float *dout, const float *in,
-                            const float *mean, const float *rstd, int64_t N, int64_t C)
+/* db[c] += sum over the N rows of dout[:, c], OpenMP over 16-channel slices. */
+static void column_sums_all(float *db, const float *dout, int64_t N, int64_t C)
 {
-    void (*sums)(float *, float *, const float *, const float *, const float *, const float *,
-                 int64_t, int64_t, int64_t, int64_t) = column_sums_base;
+    void (*sums)(float *, const float *, int64_t, int64_t, int64_t, int64_t) = column_sums_base;
 #ifdef FINE_HAVE_AVX2
     if (have_avx2())
         sums = column_sums_avx2;
@@ -268,31 +265,71 @@ static void column_sums_all(float *dw, float *db, const float *dout, const float
 #pragma omp parallel for schedule(dynamic, 1) if (N * C > SERIAL_FLOATS)
     for (int64_t s = 0; s < slices; s++) {
         int64_t c0 = s * COLS;
-        sums(dw, db, dout, in, mean, rstd, N, C, c0, C - c0 < COLS ? C - c0 : COLS);
+        sums(db, dout, N, C, c0, C - c0 < COLS ? C - c0 : COLS);
     }
 }
+
+/* The affine gradients are summed over a fixed number of row slices (set by C, not by the
+ * thread count): each slice sums blocks of ROWS_F rows in float and the blocks in double, into
+ * its own row of `part` on the caller's stack; the slices are then added in order. */
+#define LN_PART 16384 /* doubles of slice partials */
+#define LN_SLICES 64
 
 void fine_layernorm_backward(float *din, float *dweight, float *dbias, const float *dout,
                              const float *in, const float *weight, const float *mean,
                              const float *rstd, int64_t N, int64_t C)
 {
-    if (din) {
-        void (*rows)(float *, const float *, const float *, const float *, const float *,
-                     const float *, int64_t, int64_t, int64_t) = layernorm_back_rows_base;
+    void (*rows)(float *, float *, float *, const float *, const float *, const float *,
+                 const float *, const float *, int64_t, int64_t, int64_t) =
+        layernorm_back_rows_base;
 #ifdef FINE_HAVE_AVX2
-        if (have_avx2())
-            rows = layernorm_back_rows_avx2;
+    if (have_avx2())
+        rows = layernorm_back_rows_avx2;
 #endif
+    if (!dweight && !dbias) {
+        if (!din)
+            return;
         int64_t block = C >= CHUNK ? 1 : CHUNK / C;
         int64_t nblocks = (N + block - 1) / block;
 #pragma omp parallel for schedule(static) if (N * C > SERIAL_FLOATS)
         for (int64_t i = 0; i < nblocks; i++) {
             int64_t r1 = (i + 1) * block < N ? (i + 1) * block : N;
-            rows(din, dout, in, weight, mean, rstd, i * block, r1, C);
+            rows(din, NULL, NULL, dout, in, weight, mean, rstd, i * block, r1, C);
+        }
+        return;
+    }
+    if (2 * C > LN_PART) { /* very wide rows: serially, summing straight into the gradients */
+        rows(din, dweight, dbias, dout, in, weight, mean, rstd, 0, N, C);
+        return;
+    }
+    int64_t slices = LN_PART / (2 * C) < LN_SLICES ? LN_PART / (2 * C) : LN_SLICES;
+    slices = slices < N ? slices : (N > 0 ? N : 1);
+    double part[LN_PART];
+#pragma omp parallel for schedule(dynamic, 1) if (N * C > SERIAL_FLOATS)
+    for (int64_t sl = 0; sl < slices; sl++) {
+        double *ps = part + sl * 2 * C;
+        float pw[LN_PART / 2]; /* 2C floats */
+        memset(ps, 0, (size_t)(2 * C) * sizeof(double));
+        int64_t r0 = N * sl / slices, r1 = N * (sl + 1) / slices;
+        for (int64_t b0 = r0; b0 < r1; b0 += ROWS_F) {
+            int64_t b1 = b0 + ROWS_F < r1 ? b0 + ROWS_F : r1;
+            memset(pw, 0, (size_t)(2 * C) * sizeof(float));
+            rows(din, pw, pw + C, dout, in, weight, mean, rstd, b0, b1, C);
+            for (int64_t c = 0; c < 2 * C; c++)
+                ps[c] += (double)pw[c];
         }
     }
-    if (dweight || dbias)
-        column_sums_all(dweight, dbias, dout, in, mean, rstd, N, C);
+    for (int64_t c = 0; c < C; c++) {
+        double w = 0.0, b = 0.0;
+        for (int64_t sl = 0; sl < slices; sl++) {
+            w += part[sl * 2 * C + c];
+            b += part[sl * 2 * C + C + c];
+        }
+        if (dweight)
+            dweight[c] += (float)w;
+        if (dbias)
+            dbias[c] += (float)b;
+    }
 }
 
 /* ------------------------------------------------------------------ GELU */
@@ -401,7 +438,7 @@ void fine_linear_backward(float *din, float *dw, float *db, const float *dout, c
                         in + r0 * in_features, (int)in_features, 1.0f, dw, (int)in_features);
     }
     if (db)
-        column_sums_all(NULL, db, dout, NULL, NULL, NULL, N, out_features);
+        column_sums_all(db, dout, N, out_features);
 }
 
 /* ------------------------------------------------------------------ residuals, drop path */

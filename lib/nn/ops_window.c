@@ -126,7 +126,8 @@ void fine_shift_mask(float *mask, int64_t D, int64_t H, int64_t W, int ws, int s
         int id[N];
         for (int64_t t = 0; t < N; t++) {
             int64_t td = t / (ws * ws), th = (t / ws) % ws, tw = t % ws;
-            id[t] = 9 * region(wd * ws + td, D, ws, shift) + 3 * region(wh * ws + th, H, ws, shift) +
+            id[t] = 9 * region(wd * ws + td, D, ws, shift) +
+                    3 * region(wh * ws + th, H, ws, shift) +
                     region(ww * ws + tw, W, ws, shift);
         }
         float *m = mask + win * N * N;

@@ -314,7 +314,8 @@ static void test_closed_form(tap *t)
     float bias = logf(2.0f);
     fine_attention_forward(&s, out, att, qkv, &bias, NULL, NULL);
     ok = fabs(att[2] - 1.0 / 3) < 1e-6 && fabs(att[3] - 2.0 / 3) < 1e-6 && fabs(att[0] - a) < 1e-6;
-    tap_ok(t, ok, "closed form: bias ln 2 on the window sub-block makes row 1 (1/3, 2/3) (%.7f %.7f)",
+    tap_ok(t, ok,
+           "closed form: bias ln 2 on the window sub-block makes row 1 (1/3, 2/3) (%.7f %.7f)",
            att[2], att[3]);
 }
 
@@ -455,7 +456,8 @@ static void test_bias_subblock(tap *t)
             row0 = fmax(row0, fabs(A1[j] - A0[j]));
         for (int64_t i = 1; i < T; i++)
             for (int64_t j = 1; j < T; j++) {
-                double r = ((double)A1[i * T + j] / A1[i * T]) / ((double)A0[i * T + j] / A0[i * T]);
+                double r1 = (double)A1[i * T + j] / A1[i * T];
+                double r = r1 / ((double)A0[i * T + j] / A0[i * T]);
                 ratio = fmax(ratio, fabs(r / exp(5.0) - 1.0));
             }
     }

@@ -11,7 +11,9 @@
  *       gradient buffers pre-filled (the backward accumulates), then called again to see the
  *       gradient counted twice, then with NULL gradient pointers.
  * Shapes: k3 pad 1 strides 1, 2, (1,2,2) on odd sizes, k2 s2 (also on odd sizes), a general
- * case k (3,1,2) s (1,2,1) p (1,0,0), Cin = 1, transposed k (2,2,2), (4,4,4), (2,4,4) in both
+ * case k (3,1,2) s (1,2,1) p (1,0,0), the same kernel with stride 1 (where the data gradient
+ * is computed as a convolution with the flipped kernel) and pads (1,0,0), (2,0,1), a pad larger
+ * than the kernel (k (2,1,3) p (2,1,0)), Cin = 1, transposed k (2,2,2), (4,4,4), (2,4,4) in both
  * output layouts, batch 2 throughout, and shapes larger than one scratch tile whose sizes do
  * not divide the tile (checked through the *_scratch() sizes). */
 #include <math.h>
@@ -441,7 +443,8 @@ int main(void)
     const int k3[3] = {3, 3, 3}, k2[3] = {2, 2, 2}, k4[3] = {4, 4, 4}, k244[3] = {2, 4, 4};
     const int s1[3] = {1, 1, 1}, s2[3] = {2, 2, 2}, s122[3] = {1, 2, 2};
     const int p1[3] = {1, 1, 1}, p0[3] = {0, 0, 0};
-    const int kg[3] = {3, 1, 2}, sg[3] = {1, 2, 1}, pg[3] = {1, 0, 0};
+    const int kg[3] = {3, 1, 2}, sg[3] = {1, 2, 1}, pg[3] = {1, 0, 0}, pg2[3] = {2, 0, 1};
+    const int kb[3] = {2, 1, 3}, pb[3] = {2, 1, 0};
 
     fine_conv3d_shape sh = {1, 1, 64, 128, 128, 96, {3, 3, 3}, {2, 2, 2}, {1, 1, 1}};
     int64_t Do, Ho, Wo;
@@ -461,6 +464,9 @@ int main(void)
         conv_case("conv k2 s2 p0 2x3x4x4x6x8", 2, 3, 4, 4, 6, 8, k2, s2, p0, 1),
         conv_case("conv k2 s2 p0 odd 2x3x2x5x5x7", 2, 3, 2, 5, 5, 7, k2, s2, p0, 1),
         conv_case("conv k(3,1,2) s(1,2,1) p(1,0,0) 2x2x3x4x5x6", 2, 2, 3, 4, 5, 6, kg, sg, pg, 1),
+        conv_case("conv k(3,1,2) s1 p(1,0,0) 2x2x3x4x5x6", 2, 2, 3, 4, 5, 6, kg, s1, pg, 1),
+        conv_case("conv k(3,1,2) s1 p(2,0,1) 2x3x2x3x4x5", 2, 3, 2, 3, 4, 5, kg, s1, pg2, 1),
+        conv_case("conv k(2,1,3) s1 p(2,1,0) (pad > k-1) 2x2x3x3x4x5", 2, 2, 3, 3, 4, 5, kb, s1, pb, 1),
         convT_case("convT k2 channels-first 2x3x2x2x3x2", 2, 3, 2, 2, 3, 2, k2, 0, 1),
         convT_case("convT k2 channels-last 2x3x2x2x3x2", 2, 3, 2, 2, 3, 2, k2, 1, 1),
         convT_case("convT k4 channels-first 2x2x2x2x1x2", 2, 2, 2, 2, 1, 2, k4, 0, 1),
@@ -475,6 +481,7 @@ int main(void)
      * compares the tiled float path with the double reference). */
     op_case big[] = {
         conv_case("conv k3 s1 p1 tiled 2x64x3x10x20x13", 2, 64, 3, 10, 20, 13, k3, s1, p1, 0),
+        conv_case("conv k3 s1 p1 tiled data gradient 2x3x64x10x20x13", 2, 3, 64, 10, 20, 13, k3, s1, p1, 0),
         conv_case("conv k3 s(1,2,2) p1 tiled 2x64x3x9x40x27", 2, 64, 3, 9, 40, 27, k3, s122, p1, 0),
         conv_case("conv k2 s2 p0 tiled 2x256x3x10x31x61", 2, 256, 3, 10, 31, 61, k2, s2, p0, 0),
         convT_case("convT k4 channels-first tiled 2x8x64x11x10x5", 2, 8, 64, 11, 10, 5, k4, 0, 0),
@@ -487,6 +494,11 @@ int main(void)
         if (q->transposed) {
             per = (int64_t)op_scratch(q) / (q->nw / q->t.Cin);
             total = q->t.B * q->t.D * q->t.H * q->t.W;
+        } else if (q->c.Cout > q->c.Cin) {
+            /* stride 1: the data gradient is a convolution of dout (Cout channels) onto the
+             * input grid, tiled in the scratch after the flipped kernel */
+            per = ((int64_t)op_scratch(q) - q->nw) / (q->nw / q->c.Cin);
+            total = q->nin / q->c.B / q->c.Cin;
         } else {
             per = (int64_t)op_scratch(q) / (q->nw / q->c.Cout);
             total = q->nout / q->c.B / q->c.Cout;

@@ -232,6 +232,24 @@ static void check_case(tap *t, const char *name, int64_t B, int64_t K, int64_t L
     free(z), free(probs), free(tg), free(zd), free(pd), free(gce), free(gdc), free(d), free(d0);
 }
 
+/* nnU-Net's +1e-8 in the denominator: a class absent from the targets and (almost) from the
+ * prediction (logit -60 against 0: p ~ 1e-26) scores s / (s + 1e-8) = 0.999000999, not 1. */
+static void test_empty_class(tap *t)
+{
+    float z[2 * 2 * 8], p[2 * 2 * 8];
+    uint8_t tg[16] = {0};
+    for (int b = 0; b < 2; b++)
+        for (int l = 0; l < 8; l++) {
+            z[(b * 2 + 0) * 8 + l] = 0.0f;
+            z[(b * 2 + 1) * 8 + l] = -60.0f;
+        }
+    fine_softmax_ce(p, NULL, z, tg, 2, 2, 8, 1.0f);
+    double dc = fine_soft_dice(NULL, p, tg, 2, 2, 8, 1.0f);
+    double expect = -1e-5 / (1e-5 + 1e-8);
+    tap_ok(t, fabs(dc - expect) < 1e-9, "empty class: dice term s/(s + 1e-8) = %.9f (got %.9f)",
+           -expect, -dc);
+}
+
 static void test_bad_target(tap *t)
 {
     float z[2 * 3 * 4] = {0}, p[2 * 3 * 4];
@@ -253,7 +271,8 @@ static void test_downsample(tap *t)
         in[i] = (uint8_t)i;
     int f1[3] = {1, 2, 2};
     fine_downsample_labels(out, in, 1, 2, 4, 6, f1);
-    tap_ok(t, !memcmp(out, expect1, 12), "downsample (1,2,2) = skimage resize order 0 (scipy zoom)");
+    tap_ok(t, !memcmp(out, expect1, 12),
+           "downsample (1,2,2) = skimage resize order 0 (scipy zoom)");
     for (int b = 0; b < 2; b++) /* batch of 2: the second sample is the first + 1 */
         for (int i = 0; i < 256; i++)
             in[b * 256 + i] = (uint8_t)(i + b);
@@ -278,6 +297,7 @@ int main(void)
     check_case(&t, "B1 K3 L11", 1, 3, 11, 0, 1);
     check_case(&t, "B2 K14 L5000", 2, 14, 5000, 0, 0); /* blocks, tails, the parallel path */
     check_case(&t, "B2 K14 L3000 class 13 absent", 2, 14, 3000, 1, 0);
+    test_empty_class(&t);
     test_bad_target(&t);
     test_downsample(&t);
     return tap_done(&t);

@@ -62,7 +62,8 @@ static void test_partition(tap *t, int64_t B, int64_t D, int64_t H, int64_t W, i
 {
     int64_t n = B * D * H * W * C;
     float *x = malloc((size_t)n * 4), *win = malloc((size_t)n * 4), *ref = malloc((size_t)n * 4);
-    float *back = malloc((size_t)n * 4), *acc = malloc((size_t)n * 4), *acc0 = malloc((size_t)n * 4);
+    float *back = malloc((size_t)n * 4), *acc = malloc((size_t)n * 4);
+    float *acc0 = malloc((size_t)n * 4);
     for (int64_t i = 0; i < n; i++)
         x[i] = urand();
     fine_window_partition(win, x, B, D, H, W, C, ws, shift);
@@ -116,11 +117,13 @@ static void test_relpos(tap *t)
     int distinct = 0;
     for (int v = 0; v < 343; v++)
         distinct += seen[v];
-    tap_ok(t, lo == 0 && hi == 114 && distinct == 115, "relpos index range 0..114, 115 values used");
+    tap_ok(t, lo == 0 && hi == 114 && distinct == 115,
+           "relpos index range 0..114, 115 values used");
     /* non-injective: offsets (ds,dh,dw) = (0,1,4) and (1,0,0) both give 11 */
     int64_t a = idx[(0 * 16 + 1 * 4 + 3) * N + (3 * 16 + 3 * 4 + 2)]; /* (0,1,3) vs (3,3,2) */
     int64_t b = idx[(0 * 16 + 0 * 4 + 0) * N + (2 * 16 + 3 * 4 + 3)]; /* (0,0,0) vs (2,3,3) */
-    tap_ok(t, a == 11 && b == 11, "relpos index is not injective: offsets (0,1,4) and (1,0,0) share 11");
+    tap_ok(t, a == 11 && b == 11,
+           "relpos index is not injective: offsets (0,1,4) and (1,0,0) share 11");
 
     /* bias and its backward */
     const int heads = 3;
@@ -151,7 +154,8 @@ static void test_relpos(tap *t)
         if (i >= 115 * heads)
             ok &= dt[i] == table[i]; /* never-read rows get nothing */
     }
-    tap_ok(t, err < 1e-4 && ok, "relpos bias backward scatter-adds (err %.1e), rows 115..342 untouched",
+    tap_ok(t, err < 1e-4 && ok,
+           "relpos bias backward scatter-adds (err %.1e), rows 115..342 untouched",
            err);
     free(idx), free(table), free(bias), free(dbias), free(dt), free(ref);
 }
