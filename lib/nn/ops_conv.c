@@ -79,10 +79,14 @@ static void *fj_run(void *arg)
 
 /* fn(ctx, i0, i1) over the items [0, n) in contiguous parts, one per thread; the caller runs
  * the first part. Items move about item_floats floats each, which limits the thread count for
- * small work. A thread that cannot be started has its part run by the caller. */
+ * small work. A thread that cannot be started has its part run by the caller.
+ * One thread fewer than the thread count: between two sgemm calls the OpenBLAS worker threads
+ * keep spinning (sched_yield, up to ~0.1 s) on the other cores, and a helper thread that shares
+ * a core with one runs at a fraction of its speed; with 2 threads the loops are faster serial
+ * (measured), with more they still use most cores. */
 static void fork_join(int64_t n, int64_t item_floats, fj_fn fn, void *ctx)
 {
-    int64_t parts = omp_get_max_threads();
+    int64_t parts = omp_get_max_threads() - 1;
     int64_t by_work = n * (item_floats > 0 ? item_floats : 1) / FJ_MIN_FLOATS;
     parts = parts < by_work ? parts : by_work;
     parts = parts < n ? parts : n;

@@ -17,6 +17,7 @@
  * output layouts, batch 2 throughout, and shapes larger than one scratch tile whose sizes do
  * not divide the tile (checked through the *_scratch() sizes). */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -403,9 +404,9 @@ static void check_op(tap *t, const op_case *q)
 
 /* ------------------------------------------------------------------ layout changes */
 
-static void check_layout(tap *t)
+/* C and L are not multiples of the 32-wide transpose blocks. */
+static void check_layout(tap *t, int64_t B, int64_t C, int64_t L)
 {
-    const int64_t B = 2, C = 37, L = 70; /* not multiples of the 32-wide transpose blocks */
     int64_t n = B * C * L;
     float *cf = frand(n), *cl = malloc((size_t)n * sizeof(float)), *back = malloc((size_t)n * sizeof(float));
     fine_to_channels_last(cl, cf, B, C, L);
@@ -414,7 +415,8 @@ static void check_layout(tap *t)
         for (int64_t c = 0; c < C; c++)
             for (int64_t l = 0; l < L; l++)
                 ok &= cl[(b * L + l) * C + c] == cf[(b * C + c) * L + l];
-    tap_ok(t, ok, "to_channels_last: out[b, l, c] = in[b, c, l] (B 2, C 37, L 70)");
+    tap_ok(t, ok, "to_channels_last: out[b, l, c] = in[b, c, l] (B %lld, C %lld, L %lld)",
+           (long long)B, (long long)C, (long long)L);
     fine_to_channels_first(back, cl, B, C, L);
     tap_ok(t, all_equal(back, cf, n), "to_channels_first undoes to_channels_last");
 
@@ -508,7 +510,17 @@ int main(void)
                (long long)total, (long long)per);
         check_op(&t, q);
     }
+    check_layout(&t, 2, 37, 70);
 
-    check_layout(&t);
+    /* The same with 4 threads, where the loops between sgemm calls run on 3 (at 2 threads they
+     * run on the calling thread alone): the parts must add up to the same results. */
+    fine_nn_set_threads(4);
+    for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) {
+        char name[160];
+        snprintf(name, sizeof name, "4 threads: %s", big[i].name);
+        big[i].name = name;
+        check_op(&t, &big[i]);
+    }
+    check_layout(&t, 2, 97, 1037);
     return tap_done(&t);
 }

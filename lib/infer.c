@@ -1,0 +1,208 @@
+/* infer.c: patch probabilities from the network, with mirroring test-time augmentation
+ * (fine-reference B 5.6). */
+#include "infer.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/fine_net.h"
+
+/* Source index of destination index i along an axis of length n, mirrored or not. */
+static inline int64_t mirror_index(int64_t i, int64_t n, int flip)
+{
+    return flip ? n - 1 - i : i;
+}
+
+void fine_mirror(float *dst, const float *src, int64_t C, const int64_t dims[3], unsigned axes)
+{
+    int64_t D = dims[0], H = dims[1], W = dims[2];
+    int fz = !!(axes & FINE_MIRROR_Z), fy = !!(axes & FINE_MIRROR_Y), fx = !!(axes & FINE_MIRROR_X);
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t z = 0; z < D; z++)
+            for (int64_t y = 0; y < H; y++) {
+                const float *s = src + ((c * D + mirror_index(z, D, fz)) * H + mirror_index(y, H, fy)) * W;
+                float *d = dst + ((c * D + z) * H + y) * W;
+                if (fx)
+                    for (int64_t x = 0; x < W; x++)
+                        d[x] = s[W - 1 - x];
+                else
+                    memcpy(d, s, (size_t)W * sizeof(float));
+            }
+}
+
+void fine_mirror_accumulate(float *acc, const float *src, int64_t C, const int64_t dims[3], unsigned axes,
+                            float weight)
+{
+    int64_t D = dims[0], H = dims[1], W = dims[2];
+    int fz = !!(axes & FINE_MIRROR_Z), fy = !!(axes & FINE_MIRROR_Y), fx = !!(axes & FINE_MIRROR_X);
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t z = 0; z < D; z++)
+            for (int64_t y = 0; y < H; y++) {
+                const float *s = src + ((c * D + mirror_index(z, D, fz)) * H + mirror_index(y, H, fy)) * W;
+                float *d = acc + ((c * D + z) * H + y) * W;
+                if (fx)
+                    for (int64_t x = 0; x < W; x++)
+                        d[x] += weight * s[W - 1 - x];
+                else
+                    for (int64_t x = 0; x < W; x++)
+                        d[x] += weight * s[x];
+            }
+}
+
+/* Voxels per block: the K rows of a block stay in L1 while max, exp and sum pass over them,
+ * and each inner loop runs along contiguous voxels. */
+#define SOFTMAX_BLOCK 256
+
+void fine_softmax_channels(float *prob, const float *logits, int64_t K, int64_t n)
+{
+    float mx[SOFTMAX_BLOCK], sum[SOFTMAX_BLOCK];
+    for (int64_t i0 = 0; i0 < n; i0 += SOFTMAX_BLOCK) {
+        int64_t m = n - i0 < SOFTMAX_BLOCK ? n - i0 : SOFTMAX_BLOCK;
+        for (int64_t i = 0; i < m; i++)
+            mx[i] = logits[i0 + i];
+        for (int64_t k = 1; k < K; k++) {
+            const float *l = logits + k * n + i0;
+            for (int64_t i = 0; i < m; i++)
+                mx[i] = l[i] > mx[i] ? l[i] : mx[i];
+        }
+        memset(sum, 0, sizeof sum);
+        for (int64_t k = 0; k < K; k++) {
+            const float *l = logits + k * n + i0;
+            float *p = prob + k * n + i0;
+            for (int64_t i = 0; i < m; i++) {
+                p[i] = expf(l[i] - mx[i]);
+                sum[i] += p[i];
+            }
+        }
+        for (int64_t i = 0; i < m; i++)
+            sum[i] = 1.0f / sum[i];
+        for (int64_t k = 0; k < K; k++) {
+            float *p = prob + k * n + i0;
+            for (int64_t i = 0; i < m; i++)
+                p[i] *= sum[i];
+        }
+    }
+}
+
+struct fine_infer {
+    fine_model *m;
+    fine_net *net;
+    int B, tta;
+    int64_t dims[3];
+    int64_t C, K;
+    int64_t vox_in, vox_out; /* floats per patch: C x crop, K x crop */
+    float *x;                /* (B, C, crop) the patches as put */
+    float *xm;               /* (B, C, crop) the mirrored patches of a TTA pass */
+    float *prob;             /* (B, K, crop) results */
+    float *sm;               /* (K, crop) one patch's softmax of one TTA pass */
+    int64_t *pos;            /* (B, 3) */
+};
+
+fine_infer *fine_infer_new(fine_model *m, int batch, int tta, fine_err *e)
+{
+    fine_infer *p = calloc(1, sizeof *p);
+    if (!p) {
+        fine_err_set(e, "out of memory");
+        return NULL;
+    }
+    const fine_config *c = &m->cfg;
+    p->m = m;
+    p->B = batch;
+    p->tta = tta;
+    for (int d = 0; d < 3; d++)
+        p->dims[d] = c->crop[d];
+    p->C = c->in_chans;
+    p->K = c->num_classes;
+    int64_t n = p->dims[0] * p->dims[1] * p->dims[2];
+    p->vox_in = p->C * n;
+    p->vox_out = p->K * n;
+    p->net = fine_net_plan(m, batch, e);
+    if (!p->net) {
+        free(p);
+        return NULL;
+    }
+    size_t in_bytes = (size_t)(p->vox_in * batch) * sizeof(float);
+    size_t out_bytes = (size_t)(p->vox_out * batch) * sizeof(float);
+    p->x = aligned_alloc(64, in_bytes);
+    p->prob = aligned_alloc(64, out_bytes);
+    p->pos = calloc((size_t)batch * 3, sizeof(int64_t));
+    if (tta) {
+        p->xm = aligned_alloc(64, in_bytes);
+        p->sm = aligned_alloc(64, (size_t)p->vox_out * sizeof(float));
+    }
+    if (!p->x || !p->prob || !p->pos || (tta && (!p->xm || !p->sm))) {
+        fine_infer_free(p);
+        fine_err_set(e, "out of memory (%.1f MB of patch buffers for batch %d)",
+                     (double)(2 * in_bytes + out_bytes) / 1e6, batch);
+        return NULL;
+    }
+    memset(p->x, 0, in_bytes);
+    return p;
+}
+
+void fine_infer_free(fine_infer *p)
+{
+    if (!p)
+        return;
+    fine_net_free(p->net);
+    free(p->x);
+    free(p->xm);
+    free(p->prob);
+    free(p->sm);
+    free(p->pos);
+    free(p);
+}
+
+float *fine_infer_input(fine_infer *p, int b)
+{
+    return p->x + (int64_t)b * p->vox_in;
+}
+
+int64_t *fine_infer_pos(fine_infer *p, int b)
+{
+    return p->pos + (int64_t)b * 3;
+}
+
+const float *fine_infer_prob(const fine_infer *p, int b)
+{
+    return p->prob + (int64_t)b * p->vox_out;
+}
+
+int64_t fine_infer_in_numel(const fine_infer *p)
+{
+    return p->vox_in;
+}
+
+int64_t fine_infer_prob_numel(const fine_infer *p)
+{
+    return p->vox_out;
+}
+
+void fine_infer_run(fine_infer *p, int n)
+{
+    int64_t nvox = p->dims[0] * p->dims[1] * p->dims[2];
+    /* a short batch: pad with copies of its first patch, whose results are not read */
+    for (int b = n; b < p->B; b++) {
+        memcpy(fine_infer_input(p, b), p->x, (size_t)p->vox_in * sizeof(float));
+        memcpy(fine_infer_pos(p, b), p->pos, 3 * sizeof(int64_t));
+    }
+    if (!p->tta) {
+        fine_net_forward(p->net, p->m, p->x, p->pos, 0, 0);
+        const float *lg = fine_net_logits(p->net, 0);
+        for (int b = 0; b < n; b++)
+            fine_softmax_channels(p->prob + b * p->vox_out, lg + b * p->vox_out, p->K, nvox);
+        return;
+    }
+    memset(p->prob, 0, (size_t)(p->vox_out * n) * sizeof(float));
+    for (unsigned axes = 0; axes < 8; axes++) {
+        for (int b = 0; b < p->B; b++)
+            fine_mirror(p->xm + b * p->vox_in, p->x + b * p->vox_in, p->C, p->dims, axes);
+        fine_net_forward(p->net, p->m, p->xm, p->pos, 0, 0); /* the unmirrored pos (A4) */
+        const float *lg = fine_net_logits(p->net, 0);
+        for (int b = 0; b < n; b++) {
+            fine_softmax_channels(p->sm, lg + b * p->vox_out, p->K, nvox);
+            fine_mirror_accumulate(p->prob + b * p->vox_out, p->sm, p->K, p->dims, axes, 0.125f);
+        }
+    }
+}
