@@ -28,11 +28,13 @@
  * runs dw += in^T @ g and din += g @ w^T.
  *
  * Threads. sgemm runs in the calling thread and OpenBLAS parallelises it. The loops between two
- * sgemm calls (im2col, col2im, scatter, gather) run on plain threads started and joined per
- * call (fork_join), not in an OpenMP team: after its loop an OpenMP team keeps spinning for
- * milliseconds (libgomp's default GOMP_SPINCOUNT) on the very cores that the OpenBLAS threads
- * need for the next sgemm. Measured on 2 cores: an OpenMP loop before each sgemm halves its
- * throughput, a fork-join loop costs what its work costs. The thread count is OpenMP's
+ * sgemm calls (im2col, col2im, scatter, gather) do not use an OpenMP team: after its loop a
+ * team keeps spinning for milliseconds (libgomp's default GOMP_SPINCOUNT) on the cores the
+ * OpenBLAS threads need for the next sgemm (measured on 2 cores: an OpenMP loop before each
+ * sgemm halves its throughput). And the OpenBLAS workers themselves spin (sched_yield) between
+ * calls, so a helper thread on their cores runs slowly. These loops therefore run in fork_join,
+ * on threads started and joined per call, one fewer than the thread count: on 2 cores they
+ * run on the calling thread alone, which measured fastest. The thread count is OpenMP's
  * (fine_nn_set_threads). Every sum is computed by one thread in a fixed order, so results do
  * not depend on the thread count except through the order of summation inside BLAS. */
 #include <cblas.h>
@@ -77,13 +79,10 @@ static void *fj_run(void *arg)
     return NULL;
 }
 
-/* fn(ctx, i0, i1) over the items [0, n) in contiguous parts, one per thread; the caller runs
- * the first part. Items move about item_floats floats each, which limits the thread count for
- * small work. A thread that cannot be started has its part run by the caller.
- * One thread fewer than the thread count: between two sgemm calls the OpenBLAS worker threads
- * keep spinning (sched_yield, up to ~0.1 s) on the other cores, and a helper thread that shares
- * a core with one runs at a fraction of its speed; with 2 threads the loops are faster serial
- * (measured), with more they still use most cores. */
+/* fn(ctx, i0, i1) over the items [0, n) in contiguous parts, one per thread, on (thread count
+ * - 1) threads (see the top of the file); the caller runs the first part. Items move about
+ * item_floats floats each, which limits the thread count for small work. A thread that cannot
+ * be started has its part run by the caller. */
 static void fork_join(int64_t n, int64_t item_floats, fj_fn fn, void *ctx)
 {
     int64_t parts = omp_get_max_threads() - 1;
