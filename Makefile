@@ -98,7 +98,7 @@ install: all
 	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
 	install -d $(DESTDIR)$(PREFIX)/include/fine/nn
 	install -m 644 $(filter-out lib/stream_internal.h,$(wildcard lib/*.h)) $(DESTDIR)$(PREFIX)/include/fine/
-	install -m 644 lib/nn/*.h $(DESTDIR)$(PREFIX)/include/fine/nn/
+	install -m 644 $(filter-out lib/nn/ops_vec.h,$(wildcard lib/nn/*.h)) $(DESTDIR)$(PREFIX)/include/fine/nn/
 	install -m 644 formats/python/fine_stream.py $(DESTDIR)$(PREFIX)/share/fine/python/
 
 clean:

@@ -13,16 +13,7 @@
 #include <math.h>
 #include <string.h>
 
-#if defined(__GNUC__) && defined(__x86_64__)
-/* the AVX2 variants also fuse a * b + c into FMA (GCC does not contract under -std=c11) */
-#define FINE_AVX2 __attribute__((target("avx2,fma"), optimize("fp-contract=fast")))
-#define FINE_HAVE_AVX2 1
-static int have_avx2(void)
-{
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
-#endif
-#define FINE_INLINE static inline __attribute__((always_inline))
+#include "nn/ops_vec.h"
 
 /* Floats of the per-task stack buffer of the backward (rows of dP / dS). A sequence longer
  * than this takes the row-at-a-time path that needs no buffer. Overridable for testing. */
@@ -38,41 +29,7 @@ typedef float v8f __attribute__((vector_size(32)));
  * changes the ABI between the baseline and AVX builds. */
 #define LOAD8(v, p) memcpy(&(v), (p), sizeof(v8f))
 
-/* c ? a : b without a branch (GCC keeps float ?: scalar under -ftrapping-math). */
-FINE_INLINE float select_f(int c, float a, float b)
-{
-    int32_t ia, ib, m = -c, r;
-    memcpy(&ia, &a, sizeof ia);
-    memcpy(&ib, &b, sizeof ib);
-    r = (ia & m) | (ib & ~m);
-    float f;
-    memcpy(&f, &r, sizeof f);
-    return f;
-}
 
-/* exp(x) for x <= 0 as in ops_norm.c (about 2 ulp; 0 below -87.3). */
-FINE_INLINE float vexpf(float x)
-{
-    int tiny = x < -87.33654f; /* exp(x) < 2^-126: flushed to 0 */
-    x = select_f(tiny, -87.33654f, x);
-    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = x - n * 0.693145751953125f;
-    r = r - n * 1.428606765330187045e-06f;
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    union {
-        int32_t i;
-        float f;
-    } s;
-    s.i = ((int32_t)n + 127) << 23;
-    return select_f(tiny, 0.0f, p * s.f);
-}
 
 /* ------------------------------------------------------------------ small matrix product */
 
