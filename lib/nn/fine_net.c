@@ -854,17 +854,22 @@ static void layer_backward(fine_net *n, const fine_model *m, layer_acts *la, flo
     }
 }
 
-static void ln_backward_cf(float *dcf_in, float *tmp_t, float *tmp_ln, const float *dln_cf, const float *t,
-                           const float *mean, const float *rstd, const fine_model *m, float *grad, const char *wname,
-                           const char *bname, int64_t B, int64_t C, int64_t V)
+/* Backward of gelu_ln (cf = cf(LN(cl(GELU(conv))))): dconv = dL/dconv from dcf = dL/dcf, with
+ * the LayerNorm's parameter gradients accumulated. t1 and t2 are scratch of the volume's size;
+ * dconv may be dcf (read first). */
+static void gelu_ln_backward(float *dconv, float *t1, float *t2, const float *dcf, const float *t, const float *mean,
+                             const float *rstd, const float *conv, const fine_model *m, float *grad, const char *norm,
+                             int64_t B, int64_t C, int64_t V)
 {
-    /* dln_cf (B, C, V) channels-first -> channels-last, LN backward into tmp_t (channels-last),
-     * then back to channels-first, accumulated into dcf_in */
-    fine_to_channels_last(tmp_ln, dln_cf, B, C, V);
-    memset(tmp_t, 0, (size_t)(B * C * V) * sizeof(float));
-    fine_layernorm_backward(tmp_t, fine_model_view(m, grad, "%s", wname), fine_model_view(m, grad, "%s", bname),
-                            tmp_ln, t, fine_model_view(m, m->w, "%s", wname), mean, rstd, B * V, C);
-    fine_to_channels_last_backward(dcf_in, tmp_t, B, C, V);
+    size_t bytes = (size_t)(B * C * V) * sizeof(float);
+    fine_to_channels_last(t2, dcf, B, C, V);
+    memset(t1, 0, bytes);
+    fine_layernorm_backward(t1, fine_model_view(m, grad, "%s.weight", norm), fine_model_view(m, grad, "%s.bias", norm),
+                            t2, t, fine_model_view(m, m->w, "%s.weight", norm), mean, rstd, B * V, C);
+    memset(t2, 0, bytes);
+    fine_to_channels_last_backward(t2, t1, B, C, V);
+    memset(dconv, 0, bytes);
+    fine_gelu_backward(dconv, t2, conv, B * C * V);
 }
 
 void fine_net_backward(fine_net *n, const fine_model *m, float *grad, const float *dlog0, const float *dlog1,
@@ -977,7 +982,6 @@ void fine_net_backward(fine_net *n, const fine_model *m, float *grad, const floa
     fine_conv3d_out_size(&n->c3.s, &r3[0], &r3[1], &r3[2]);
     int64_t v1 = r1[0] * r1[1] * r1[2], v3 = r3[0] * r3[1] * r3[2];
     const char *pe = "model_down.patch_embed";
-    char wn[96], bn[96];
     /* tok0 = LN(cl(c4)) */
     float *dt4 = n->gc;
     memset(dt4, 0, (size_t)(B * E * v3) * sizeof(float));
@@ -986,46 +990,26 @@ void fine_net_backward(fine_net *n, const fine_model *m, float *grad, const floa
                             n->tok0_rstd, B * v3, E);
     float *dc4 = n->gd;
     fine_to_channels_first(dc4, dt4, B, E, v3);
-    float *dn3cf = n->ga;
-    memset(dn3cf, 0, (size_t)(B * E * v3) * sizeof(float));
-    fine_conv3d_backward(&n->c4.s, dn3cf, fine_model_view(m, grad, "%s.proj2.conv2.weight", pe),
+    /* each earlier stage: conv backward into d(its input), then through its LN and GELU */
+    memset(n->ga, 0, (size_t)(B * E * v3) * sizeof(float));
+    fine_conv3d_backward(&n->c4.s, n->ga, fine_model_view(m, grad, "%s.proj2.conv2.weight", pe),
                          fine_model_view(m, grad, "%s.proj2.conv2.bias", pe), dc4, n->n3cf,
                          fine_model_view(m, (float *)w, "%s.proj2.conv2.weight", pe), n->conv_scratch);
-    /* n3cf = cf(LN(cl(GELU(c3)))) */
-    float *da3 = n->gd;
-    memset(da3, 0, (size_t)(B * E * v3) * sizeof(float));
-    snprintf(wn, sizeof wn, "%s.proj2.norm1.weight", pe);
-    snprintf(bn, sizeof bn, "%s.proj2.norm1.bias", pe);
-    ln_backward_cf(da3, n->gb, n->gc, dn3cf, n->t3, n->n3_mean, n->n3_rstd, m, grad, wn, bn, B, E, v3);
-    float *dc3 = n->ga;
-    memset(dc3, 0, (size_t)(B * E * v3) * sizeof(float));
-    fine_gelu_backward(dc3, da3, n->c3.out, B * E * v3);
-    float *dn2cf = n->gb;
-    memset(dn2cf, 0, (size_t)(B * H * v1) * sizeof(float));
-    fine_conv3d_backward(&n->c3.s, dn2cf, fine_model_view(m, grad, "%s.proj2.conv1.weight", pe),
-                         fine_model_view(m, grad, "%s.proj2.conv1.bias", pe), dc3, n->n2cf,
+    gelu_ln_backward(n->ga, n->gb, n->gc, n->ga, n->t3, n->n3_mean, n->n3_rstd, n->c3.out, m, grad,
+                     "model_down.patch_embed.proj2.norm1", B, E, v3);
+    memset(n->gb, 0, (size_t)(B * H * v1) * sizeof(float));
+    fine_conv3d_backward(&n->c3.s, n->gb, fine_model_view(m, grad, "%s.proj2.conv1.weight", pe),
+                         fine_model_view(m, grad, "%s.proj2.conv1.bias", pe), n->ga, n->n2cf,
                          fine_model_view(m, (float *)w, "%s.proj2.conv1.weight", pe), n->conv_scratch);
-    float *da2 = n->ga;
-    memset(da2, 0, (size_t)(B * H * v1) * sizeof(float));
-    snprintf(wn, sizeof wn, "%s.proj1.norm2.weight", pe);
-    snprintf(bn, sizeof bn, "%s.proj1.norm2.bias", pe);
-    ln_backward_cf(da2, n->gc, n->gd, dn2cf, n->t2, n->n2_mean, n->n2_rstd, m, grad, wn, bn, B, H, v1);
-    float *dc2 = n->gb;
-    memset(dc2, 0, (size_t)(B * H * v1) * sizeof(float));
-    fine_gelu_backward(dc2, da2, n->c2.out, B * H * v1);
-    float *dn1cf = n->ga;
-    memset(dn1cf, 0, (size_t)(B * H * v1) * sizeof(float));
-    fine_conv3d_backward(&n->c2.s, dn1cf, fine_model_view(m, grad, "%s.proj1.conv2.weight", pe),
-                         fine_model_view(m, grad, "%s.proj1.conv2.bias", pe), dc2, n->n1cf,
+    gelu_ln_backward(n->gb, n->ga, n->gc, n->gb, n->t2, n->n2_mean, n->n2_rstd, n->c2.out, m, grad,
+                     "model_down.patch_embed.proj1.norm2", B, H, v1);
+    memset(n->ga, 0, (size_t)(B * H * v1) * sizeof(float));
+    fine_conv3d_backward(&n->c2.s, n->ga, fine_model_view(m, grad, "%s.proj1.conv2.weight", pe),
+                         fine_model_view(m, grad, "%s.proj1.conv2.bias", pe), n->gb, n->n1cf,
                          fine_model_view(m, (float *)w, "%s.proj1.conv2.weight", pe), n->conv_scratch);
-    float *da1 = n->gb;
-    memset(da1, 0, (size_t)(B * H * v1) * sizeof(float));
-    snprintf(wn, sizeof wn, "%s.proj1.norm1.weight", pe);
-    snprintf(bn, sizeof bn, "%s.proj1.norm1.bias", pe);
-    ln_backward_cf(da1, n->gc, n->gd, dn1cf, n->t1, n->n1_mean, n->n1_rstd, m, grad, wn, bn, B, H, v1);
+    gelu_ln_backward(n->ga, n->gb, n->gc, n->ga, n->t1, n->n1_mean, n->n1_rstd, n->c1.out, m, grad,
+                     "model_down.patch_embed.proj1.norm1", B, H, v1);
     float *dc1 = n->ga;
-    memset(dc1, 0, (size_t)(B * H * v1) * sizeof(float));
-    fine_gelu_backward(dc1, da1, n->c1.out, B * H * v1);
     fine_conv3d_backward(&n->c1.s, dx_in, fine_model_view(m, grad, "%s.proj1.conv1.weight", pe),
                          fine_model_view(m, grad, "%s.proj1.conv1.bias", pe), dc1, n->x,
                          fine_model_view(m, (float *)w, "%s.proj1.conv1.weight", pe), n->conv_scratch);
