@@ -40,7 +40,7 @@ HELPERS   := $(HELP_SRC:tests/helpers/%.c=$(BUILD)/tests/helpers/%)
 BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCHES   := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all deps test unit bats bench install clean demo
+.PHONY: all deps test bench install clean
 
 all: $(LIB_A) $(TOOLS) $(UNITS) $(HELPERS) $(BENCHES)
 
