@@ -1,0 +1,187 @@
+/* train.c: loss, backward and SGD for one batch (fine-reference B 5.2, 5.3). */
+#include "nn/train.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/ops.h"
+
+void fine_train_opts_init(fine_train_opts *o)
+{
+    o->lr = 0.01;
+    o->momentum = 0.99;
+    o->weight_decay = 3e-5;
+    o->clip = 12.0;
+    o->epochs = 1000;
+    o->iters_per_epoch = 250;
+    o->seed = 12345;
+}
+
+double fine_poly_lr(double lr0, int epoch, int epochs)
+{
+    double f = 1.0 - (double)epoch / (double)epochs;
+    return lr0 * pow(f > 0 ? f : 0, 0.9);
+}
+
+int fine_trainer_init(fine_trainer *t, const fine_model *m, int B, fine_err *e)
+{
+    memset(t, 0, sizeof *t);
+    t->B = B;
+    t->net = fine_net_plan(m, B, e);
+    if (!t->net)
+        return -1;
+    int64_t n0 = fine_net_logits_numel(t->net, 0), n1 = fine_net_logits_numel(t->net, 1);
+    t->grad = calloc(m->nfloats, sizeof(float));
+    t->momentum = calloc(m->nfloats, sizeof(float));
+    t->probs = malloc((size_t)n0 * sizeof(float));
+    t->dlog0 = malloc((size_t)n0 * sizeof(float));
+    t->dlog1 = malloc((size_t)n1 * sizeof(float));
+    t->target1 = malloc((size_t)(n1 / m->cfg.num_classes));
+    if (!t->grad || !t->momentum || !t->probs || !t->dlog0 || !t->dlog1 || !t->target1) {
+        fine_trainer_free(t);
+        return fine_err_set(e, "out of memory for the optimizer and loss buffers");
+    }
+    return 0;
+}
+
+void fine_trainer_free(fine_trainer *t)
+{
+    fine_net_free(t->net);
+    free(t->grad);
+    free(t->momentum);
+    free(t->probs);
+    free(t->dlog0);
+    free(t->dlog1);
+    free(t->target1);
+    memset(t, 0, sizeof *t);
+}
+
+/* tp/fp/fn of argmax(logits) against the target, per class */
+static void count_dice(fine_trainer *t, const float *logits, const uint8_t *target, int64_t B, int64_t K, int64_t L)
+{
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t i = 0; i < L; i++) {
+            const float *l = logits + b * K * L + i;
+            int best = 0;
+            for (int64_t k = 1; k < K; k++)
+                if (l[k * L] > l[best * L])
+                    best = (int)k;
+            int y = target[b * L + i];
+            if (best == y) {
+                t->tp[y] += 1;
+            } else {
+                t->fp[best] += 1;
+                t->fn[y] += 1;
+            }
+        }
+}
+
+double fine_trainer_dice(fine_trainer *t, int K, int reset)
+{
+    double sum = 0;
+    int n = 0;
+    for (int k = 1; k < K; k++) {
+        double den = 2 * t->tp[k] + t->fp[k] + t->fn[k];
+        if (t->tp[k] + t->fn[k] > 0 && den > 0) { /* the class occurred */
+            sum += 2 * t->tp[k] / den;
+            n++;
+        }
+    }
+    if (reset) {
+        memset(t->tp, 0, sizeof t->tp);
+        memset(t->fp, 0, sizeof t->fp);
+        memset(t->fn, 0, sizeof t->fn);
+    }
+    return n ? sum / n : NAN;
+}
+
+double fine_train_step(fine_trainer *t, fine_model *m, const fine_train_opts *o, const float *x,
+                       const uint8_t *labels, const int64_t *pos, double lr, double *grad_norm)
+{
+    const fine_config *c = &m->cfg;
+    int64_t B = t->B, K = c->num_classes;
+    int64_t L0 = (int64_t)c->crop[0] * c->crop[1] * c->crop[2];
+    int64_t L1 = fine_net_logits_numel(t->net, 1) / (B * K);
+    fine_net_forward(t->net, m, x, pos, 1, o->seed ^ (uint64_t)t->iteration);
+    /* head 1's target: nearest-neighbour downsampling by (1, 2, 2) (B 5.2) */
+    int f[3] = {1, 2, 2};
+    fine_downsample_labels(t->target1, labels, B, c->crop[0], c->crop[1], c->crop[2], f);
+    const float *l0 = fine_net_logits(t->net, 0), *l1 = fine_net_logits(t->net, 1);
+    memset(t->dlog0, 0, (size_t)(B * K * L0) * sizeof(float));
+    memset(t->dlog1, 0, (size_t)(B * K * L1) * sizeof(float));
+    float w0 = (float)c->ds_weights[0], w1 = (float)c->ds_weights[1];
+    double loss = 0;
+    loss += w0 * fine_softmax_ce(t->probs, t->dlog0, l0, labels, B, K, L0, w0);
+    loss += w0 * fine_soft_dice(t->dlog0, t->probs, labels, B, K, L0, w0);
+    loss += w1 * fine_softmax_ce(t->probs, t->dlog1, l1, t->target1, B, K, L1, w1);
+    loss += w1 * fine_soft_dice(t->dlog1, t->probs, t->target1, B, K, L1, w1);
+    count_dice(t, l0, labels, B, K, L0);
+    memset(t->grad, 0, m->nfloats * sizeof(float));
+    fine_net_backward(t->net, m, t->grad, t->dlog0, t->dlog1, NULL);
+    /* global L2 clipping, then SGD with Nesterov momentum and L2 weight decay as PyTorch:
+     * d = g + wd p; buf = mu buf + d; p -= lr (d + mu buf) */
+    double ss = 0;
+    for (size_t i = 0; i < m->nfloats; i++)
+        ss += (double)t->grad[i] * t->grad[i];
+    double norm = sqrt(ss);
+    *grad_norm = norm;
+    float scale = norm > o->clip ? (float)(o->clip / (norm + 1e-6)) : 1.0f;
+    float mu = (float)o->momentum, wd = (float)o->weight_decay, lrf = (float)lr;
+    float *p = m->w, *g = t->grad, *buf = t->momentum;
+    for (size_t i = 0; i < m->nfloats; i++) {
+        float d = g[i] * scale + wd * p[i];
+        buf[i] = mu * buf[i] + d;
+        p[i] -= lrf * (d + mu * buf[i]);
+    }
+    t->iteration++;
+    return loss;
+}
+
+int fine_trainer_write_state(fine_writer *w, const fine_trainer *t, const fine_model *m,
+                             const fine_train_opts *o, int epoch, fine_err *e)
+{
+    fine_map *r = fine_map_new("train_state");
+    fine_map_i64(r, "iteration", t->iteration);
+    fine_map_i64(r, "epoch", epoch);
+    fine_map_i64(r, "batch", t->B);
+    fine_map_f64(r, "lr", o->lr);
+    fine_map_f64(r, "momentum_coef", o->momentum);
+    fine_map_f64(r, "weight_decay", o->weight_decay);
+    fine_map_f64(r, "clip", o->clip);
+    fine_map_i64(r, "epochs", o->epochs);
+    fine_map_i64(r, "iters_per_epoch", o->iters_per_epoch);
+    fine_map_i64(r, "seed", (int64_t)o->seed);
+    fine_tensor mom = {.dtype = FINE_F32, .ndim = 1, .shape = {(int64_t)m->nfloats}, .data = t->momentum};
+    fine_map_tensor(r, "momentum", &mom);
+    int rc = fine_writer_put(w, r, e);
+    fine_map_free(r);
+    return rc;
+}
+
+int fine_trainer_read_state(const fine_record *r, fine_trainer *t, const fine_model *m,
+                            fine_train_opts *o, int *epoch, fine_err *e)
+{
+    int64_t it, ep, epochs, ipe, seed;
+    if (fine_record_i64(r, "iteration", &it, e) < 0 || fine_record_i64(r, "epoch", &ep, e) < 0 ||
+        fine_record_f64(r, "lr", &o->lr, e) < 0 || fine_record_f64(r, "momentum_coef", &o->momentum, e) < 0 ||
+        fine_record_f64(r, "weight_decay", &o->weight_decay, e) < 0 || fine_record_f64(r, "clip", &o->clip, e) < 0 ||
+        fine_record_i64(r, "epochs", &epochs, e) < 0 || fine_record_i64(r, "iters_per_epoch", &ipe, e) < 0 ||
+        fine_record_i64(r, "seed", &seed, e) < 0)
+        return -1;
+    fine_tensor mom;
+    if (fine_record_tensor_view(r, "momentum", &mom, e) < 0)
+        return -1;
+    if (mom.dtype != FINE_F32 || (size_t)fine_tensor_numel(&mom) != m->nfloats) {
+        fine_tensor_free(&mom);
+        return fine_err_set(e, "train_state: the momentum buffer does not match the model");
+    }
+    memcpy(t->momentum, mom.data, m->nfloats * sizeof(float));
+    fine_tensor_free(&mom);
+    t->iteration = it;
+    o->epochs = (int)epochs;
+    o->iters_per_epoch = (int)ipe;
+    o->seed = (uint64_t)seed;
+    *epoch = (int)ep;
+    return 0;
+}
