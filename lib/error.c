@@ -30,3 +30,11 @@ void fine_err_prefix(fine_err *e, const char *prefix)
     strncat(tmp, e->msg, sizeof tmp - strlen(tmp) - 1);
     memcpy(e->msg, tmp, sizeof tmp);
 }
+
+int fine_err_names_file(const char *msg, const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (name && strcmp(name, "-") == 0)
+        return strncmp(msg, "stdout: ", 8) == 0 || strncmp(msg, "stdin: ", 7) == 0;
+    return n && strncmp(msg, name, n) == 0 && (msg[n] == ':' || msg[n] == '/');
+}

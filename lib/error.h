@@ -24,4 +24,8 @@ int fine_err_set(fine_err *e, const char *fmt, ...) __attribute__((format(printf
 /* Prefixes the message already in e with "prefix: " (used to add a file name). */
 void fine_err_prefix(fine_err *e, const char *prefix);
 
+/* 1 when msg already starts with the file name `name` ("NAME: ..." or "NAME/..."; "-" matches
+ * the stream's "stdin: " and "stdout: "), so a tool knows whether to prefix it. */
+int fine_err_names_file(const char *msg, const char *name);
+
 #endif

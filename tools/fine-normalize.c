@@ -61,16 +61,6 @@ static void usage(void)
            "      | fine-patch --grid | fine-info -\n");
 }
 
-/* 1 when the message already starts with a file name of ours ("NAME: ..."): the reader's and
- * writer's messages name their file, case-level ones get the input's name in front. */
-static int names_file(const char *msg, const char *name)
-{
-    size_t n = name ? strlen(name) : 0;
-    if (name && strcmp(name, "-") == 0)
-        return strncmp(msg, "stdout: ", 8) == 0 || strncmp(msg, "stdin: ", 7) == 0;
-    return n && strncmp(msg, name, n) == 0 && (msg[n] == ':' || msg[n] == '/');
-}
-
 typedef struct options {
     int fit;
     int have_scheme;
@@ -332,8 +322,8 @@ static int fit_stream(fit_state *s, const char *path, fine_writer **w, int argc,
         else
             s->has_label = 1;
     }
-    if (rc < 0 && e->code != FINE_ERR_PIPE && !names_file(e->msg, fine_reader_name(r)) &&
-        !names_file(e->msg, s->o->out))
+    if (rc < 0 && e->code != FINE_ERR_PIPE && !fine_err_names_file(e->msg, fine_reader_name(r)) &&
+        !fine_err_names_file(e->msg, s->o->out))
         fine_err_prefix(e, fine_reader_name(r));
     fine_reader_close(r);
     return rc < 0 ? -1 : 0;
@@ -470,7 +460,7 @@ static int read_stats_file(const char *path, fine_norm_stats *st, fine_err *e)
         }
     if (rc == 0 && !found)
         rc = fine_err_set(e, "no stats record (make one with fine-normalize --fit)");
-    if (rc < 0 && !names_file(e->msg, fine_reader_name(r)))
+    if (rc < 0 && !fine_err_names_file(e->msg, fine_reader_name(r)))
         fine_err_prefix(e, fine_reader_name(r));
     fine_reader_close(r);
     return rc < 0 ? -1 : 0;
@@ -587,7 +577,7 @@ static int run_apply(const options *o, const char *in, const char *out, int argc
         n++;
     }
     fine_progress_done(&pr);
-    if (rc < 0 && e.code != FINE_ERR_PIPE && !names_file(e.msg, fine_reader_name(r)) && !names_file(e.msg, out))
+    if (rc < 0 && e.code != FINE_ERR_PIPE && !fine_err_names_file(e.msg, fine_reader_name(r)) && !fine_err_names_file(e.msg, out))
         fine_err_prefix(&e, fine_reader_name(r));
     fine_reader_close(r);
     if (rc < 0) {

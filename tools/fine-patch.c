@@ -50,16 +50,6 @@ static void usage(void)
            "      | fine-stitch -o seg.nii.gz\n");
 }
 
-/* 1 when the message already starts with a file name of ours ("NAME: ..."): the reader's and
- * writer's messages name their file, case-level ones get the input's name in front. */
-static int names_file(const char *msg, const char *name)
-{
-    size_t n = name ? strlen(name) : 0;
-    if (name && strcmp(name, "-") == 0)
-        return strncmp(msg, "stdout: ", 8) == 0 || strncmp(msg, "stdin: ", 7) == 0;
-    return n && strncmp(msg, name, n) == 0 && (msg[n] == ':' || msg[n] == '/');
-}
-
 typedef struct options {
     int64_t patch[3];
     double step;
@@ -242,7 +232,7 @@ static int run_grid(const char *in, const char *out, const options *o, int force
     }
     fine_progress_done(&pr);
     held_free(&h);
-    if (rc < 0 && e.code != FINE_ERR_PIPE && !names_file(e.msg, fine_reader_name(r)) && !names_file(e.msg, out))
+    if (rc < 0 && e.code != FINE_ERR_PIPE && !fine_err_names_file(e.msg, fine_reader_name(r)) && !fine_err_names_file(e.msg, out))
         fine_err_prefix(&e, fine_reader_name(r));
     fine_reader_close(r);
     if (rc < 0) {

@@ -59,16 +59,6 @@ static void usage(void)
            "      | fine-stitch --lcc --outdir pred/ --probabilities prob.fst\n");
 }
 
-/* 1 when the message already starts with a file name of ours ("NAME: ..."): the reader's and
- * writer's messages name their file, case-level ones get the input's name in front. */
-static int names_file(const char *msg, const char *name)
-{
-    size_t n = name ? strlen(name) : 0;
-    if (name && strcmp(name, "-") == 0)
-        return strncmp(msg, "stdout: ", 8) == 0 || strncmp(msg, "stdin: ", 7) == 0;
-    return n && strncmp(msg, name, n) == 0 && (msg[n] == ':' || msg[n] == '/');
-}
-
 typedef struct options {
     const char *out, *outdir, *prob_path;
     fine_dtype prob_dtype;
@@ -370,8 +360,8 @@ static int run(const char *in, const options *o, int argc, char **argv)
         rc = fine_err_set(&e, "no case in the input (expected case_begin, pred and case_end records)");
     if (rc == 0 && nifti_out)
         rc = fine_nifti_write(o->out, &s.held.data, &s.held.geom, o->force, &e);
-    if (rc < 0 && e.code != FINE_ERR_PIPE && !names_file(e.msg, fine_reader_name(r)) &&
-        !names_file(e.msg, o->outdir ? o->outdir : o->out) && !names_file(e.msg, o->prob_path))
+    if (rc < 0 && e.code != FINE_ERR_PIPE && !fine_err_names_file(e.msg, fine_reader_name(r)) &&
+        !fine_err_names_file(e.msg, o->outdir ? o->outdir : o->out) && !fine_err_names_file(e.msg, o->prob_path))
         fine_err_prefix(&e, fine_reader_name(r));
     fine_stitch_free(&s.st);
     fine_volume_free(&s.held);
