@@ -44,38 +44,6 @@ static void usage(void)
            "  fine-patch --grid case.fst | fine-model run --model tiny.fst - logits.fst\n");
 }
 
-static int read_config_file(const char *path, fine_config *c, fine_err *e)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return fine_err_set(e, "%s: cannot open", path);
-    char line[512];
-    int ln = 0;
-    memset(c, 0, sizeof *c);
-    fine_config_preset(c, "bcv"); /* unspecified keys: the bcv values */
-    while (fgets(line, sizeof line, f)) {
-        ln++;
-        char *p = line;
-        while (*p == ' ' || *p == '\t')
-            p++;
-        p[strcspn(p, "\r\n#")] = 0;
-        if (!*p)
-            continue;
-        char *end = p + strlen(p);
-        while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
-            *--end = 0;
-        if (fine_config_set(c, p, e) < 0) {
-            fclose(f);
-            char where[600];
-            snprintf(where, sizeof where, "%s:%d", path, ln);
-            fine_err_prefix(e, where);
-            return -1;
-        }
-    }
-    fclose(f);
-    return 0;
-}
-
 static void describe(const fine_model *m, int B)
 {
     const fine_config *c = &m->cfg;
@@ -313,7 +281,7 @@ int main(int argc, char **argv)
             return fine_cli_usage(TOOL, "give one of --preset, --config or --model");
         if (preset && fine_config_preset(&c, preset) < 0)
             return fine_cli_usage(TOOL, "unknown preset '%s' (bcv, small, tiny)", preset);
-        if (config && read_config_file(config, &c, &e) < 0)
+        if (config && fine_config_read(config, &c, &e) < 0)
             return fine_cli_fail(TOOL, &e);
         for (int i = 0; i < nsets; i++)
             if (fine_config_set(&c, sets[i], &e) < 0)

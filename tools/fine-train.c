@@ -1,5 +1,6 @@
 /* fine-train: train a FINE model on a stream of training batches (fine-reference B 5.2-5.3). */
 #include <getopt.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "dataset.h"
 #include "nn/checkpoint.h"
 #include "nn/fine_model.h"
 #include "nn/ops.h"
@@ -24,19 +26,31 @@ static void on_signal(int sig)
 
 static void usage(void)
 {
-    printf("Usage: fine-train (--preset NAME [--set K=V ...] | --resume CKPT) [options] -o DIR [IN]\n"
+    printf("Usage: fine-train (--preset NAME | --config FILE) [--set K=V ...] [--plan PLAN] -o DIR [options] [IN]\n"
+           "       fine-train --resume CKPT -o DIR [options] [IN]\n"
            "Train on the `patch` records of IN (default '-': e.g. fine-patch --train ... | fine-train),\n"
            "each with an f32 image [C,z,y,x], a u8 `label` [z,y,x] and `pos`, --batch patches per\n"
            "iteration. Loss: Dice + CE (batch Dice, background excluded) on the full-resolution and\n"
            "the 64^3 head with the configuration's ds_weights; SGD with Nesterov momentum, weight\n"
            "decay, global gradient-norm clipping, lr poly 0.9 per epoch (fine-reference B 5.2, 5.3).\n"
-           "Writes DIR/latest.fst every --save-every epochs and DIR/final.fst at the end (atomically);\n"
-           "SIGINT or SIGTERM saves DIR/latest.fst and stops. --resume continues exactly: it skips\n"
-           "the batches of IN that the checkpoint has already seen.\n\n"
+           "The volume-token grid comes from the plan (A2): max_imsize = the plan's, vt_map =\n"
+           "max(2, max_imsize / crop); from --plan, else from a `plan` record of IN met before the\n"
+           "first patch (fine-resample --plan passes it down the pipe); --set wins over both.\n"
+           "--val: after each epoch, the online global Dice per class of the validation patches\n"
+           "(evaluation mode, argmax of the full-resolution head, B 5.3); DIR/best.fst is written\n"
+           "when its moving average (alpha 0.9) improves. DIR/latest.fst every --save-every\n"
+           "epochs, DIR/final.fst at the end, all written atomically; SIGINT or SIGTERM saves\n"
+           "DIR/latest.fst and stops. --resume continues exactly: it skips the batches of IN that\n"
+           "the checkpoint has already seen, and keeps the options the run started with.\n\n"
            "Options:\n"
-           "  --preset NAME, --set K=V   the model (as fine-model; --set overrides one key)\n"
+           "  --preset NAME        bcv, small or tiny (as fine-model)\n"
+           "  --config FILE        key=value lines (as fine-model describe prints them)\n"
+           "  --set K=V            override one configuration key (repeatable)\n"
+           "  --plan PLAN          the preprocessing plan (fine-resample --plan-out)\n"
            "  --resume CKPT        continue from a checkpoint written by fine-train\n"
            "  -o, --outdir DIR     where checkpoints go (created)\n"
+           "  --val STREAM         validation patches (fine-patch --train --augment none on the\n"
+           "                       validation cases, a finite --count), read once into memory\n"
            "  --epochs E           default 1000\n"
            "  --iters-per-epoch N  default 250\n"
            "  --batch B            patches per iteration (default 2)\n"
@@ -46,10 +60,17 @@ static void usage(void)
            "  --clip C             global gradient-norm clipping (default 12)\n"
            "  --seed S             init and drop-path seed (default 12345)\n"
            "  --save-every N       epochs between latest.fst (default 50)\n"
-           "  --log FILE           one JSON object per epoch\n"
-           "  --threads N, --quiet, --progress, -f/--force, -h/--help, --version\n\n"
-           "Example:\n"
-           "  fine-patch --train --cases train.txt norm.fst | fine-train --preset bcv -o run/\n");
+           "  --log FILE           one JSON object per epoch (appended to on --resume)\n"
+           "  --threads N          threads (default: all cores)\n"
+           "  -q, --quiet          no progress line and no epoch lines\n"
+           "  --progress           a progress line even when stderr is not a terminal\n"
+           "  -f, --force          accepted (checkpoints in DIR are always replaced)\n"
+           "  -h, --help, --version\n\n"
+           "Exit status: 0 success, 1 bad input or failure, 2 usage error.\n\n"
+           "Examples:\n"
+           "  fine-patch --train --cases train.txt norm.fst | fine-train --preset bcv --val val.fst -o run/\n"
+           "  fine-patch --train --augment none --cases val.txt --count 50 norm.fst -o val.fst\n"
+           "  fine-train --resume run/latest.fst -o run/ batches.fst\n");
 }
 
 static int save(const char *dir, const char *name, const fine_model *m, const fine_trainer *t,
@@ -88,98 +109,232 @@ static int keep_state(const fine_record *r, void *ctx, fine_err *e)
     return 0;
 }
 
-/* Reads B patches (image, label, pos) into x, labels, pos; skips *skip patches first.
- * Returns 1, 0 at the end of the input, -1. */
-static int read_batch(fine_reader *r, const fine_config *c, int B, float *x, uint8_t *labels, int64_t *pos,
+/* Copies one patch record's image, label and pos into x, labels, pos after checking them
+ * against the model. 0 or -1. */
+static int parse_patch(const fine_record *rec, const fine_config *c, float *x, uint8_t *labels, int64_t *pos,
+                       fine_err *e)
+{
+    int64_t L = (int64_t)c->crop[0] * c->crop[1] * c->crop[2], vox = L * c->in_chans;
+    fine_tensor img, lab;
+    if (fine_record_tensor_view(rec, NULL, &img, e) < 0)
+        return -1;
+    int ok = img.dtype == FINE_F32 && img.ndim == 4 && img.shape[0] == c->in_chans && img.shape[1] == c->crop[0] &&
+             img.shape[2] == c->crop[1] && img.shape[3] == c->crop[2];
+    if (!ok) {
+        fine_tensor_free(&img);
+        return fine_err_set(e, "patch image is %s with another shape than the model's f32 [%d, %d, %d, %d] "
+                            "(in_chans and crop)", fine_dtype_name(img.dtype), c->in_chans, c->crop[0], c->crop[1],
+                            c->crop[2]);
+    }
+    memcpy(x, img.data, (size_t)vox * sizeof(float));
+    fine_tensor_free(&img);
+    if (fine_record_tensor_view(rec, "label", &lab, e) < 0)
+        return -1;
+    ok = lab.dtype == FINE_U8 && fine_tensor_numel(&lab) == L;
+    for (int64_t i = 0; ok && i < L; i++)
+        ok = ((const uint8_t *)lab.data)[i] < c->num_classes;
+    if (ok)
+        memcpy(labels, lab.data, (size_t)L);
+    fine_tensor_free(&lab);
+    if (!ok)
+        return fine_err_set(e, "patch label is not u8 of the crop's size with classes below %d", c->num_classes);
+    return fine_record_i64s(rec, "pos", pos, 3, e);
+}
+
+/* The training input: a reader and, after the plan scan, the first patch record already read. */
+typedef struct batch_src {
+    fine_reader *r;
+    fine_record pending;
+    int has_pending;
+} batch_src;
+
+/* Reads records up to the first patch (kept pending); a plan record met before it fills
+ * *plan (once). Returns 0 or -1. */
+static int scan_plan(batch_src *s, fine_plan *plan, int *have_plan, fine_err *e)
+{
+    fine_record rec;
+    int rc;
+    while ((rc = fine_reader_next(s->r, &rec, e)) == 1) {
+        if (strcmp(rec.type, "patch") == 0) {
+            s->pending = rec;
+            s->has_pending = 1;
+            return 0;
+        }
+        if (!*have_plan && strcmp(rec.type, "plan") == 0) {
+            if (fine_plan_from_record(&rec, plan, e) < 0) {
+                fine_err_prefix(e, fine_reader_name(s->r));
+                return -1;
+            }
+            *have_plan = 1;
+        }
+    }
+    return rc < 0 ? -1 : 0;
+}
+
+/* Reads B patches into x, labels, pos; skips *skip patches first. Returns 1, 0 at the end of
+ * the input, -1. */
+static int read_batch(batch_src *s, const fine_config *c, int B, float *x, uint8_t *labels, int64_t *pos,
                       int64_t *skip, fine_err *e)
 {
     int64_t L = (int64_t)c->crop[0] * c->crop[1] * c->crop[2], vox = L * c->in_chans;
     fine_record rec;
-    int nb = 0, rc = 0;
-    while (nb < B && (rc = fine_reader_next(r, &rec, e)) == 1) {
+    int nb = 0, rc = 1;
+    while (nb < B) {
+        if (s->has_pending) {
+            rec = s->pending;
+            s->has_pending = 0;
+        } else if ((rc = fine_reader_next(s->r, &rec, e)) != 1) {
+            break;
+        }
         if (strcmp(rec.type, "patch") != 0)
             continue;
         if (*skip > 0) {
             (*skip)--;
             continue;
         }
-        fine_tensor img, lab;
-        if (fine_record_tensor_view(&rec, NULL, &img, e) < 0)
-            goto bad;
-        int ok = img.dtype == FINE_F32 && img.ndim == 4 && img.shape[0] == c->in_chans &&
-                 img.shape[1] == c->crop[0] && img.shape[2] == c->crop[1] && img.shape[3] == c->crop[2];
-        if (!ok) {
-            fine_tensor_free(&img);
-            fine_err_set(e, "patch image is %s with another shape than the model's f32 [%d, %d, %d, %d] "
-                         "(in_chans and crop)", fine_dtype_name(img.dtype), c->in_chans, c->crop[0], c->crop[1],
-                         c->crop[2]);
-            goto bad;
+        if (parse_patch(&rec, c, x + nb * vox, labels + nb * L, pos + nb * 3, e) < 0) {
+            fine_err_prefix(e, fine_reader_name(s->r));
+            return -1;
         }
-        memcpy(x + nb * vox, img.data, (size_t)vox * sizeof(float));
-        fine_tensor_free(&img);
-        if (fine_record_tensor_view(&rec, "label", &lab, e) < 0)
-            goto bad;
-        ok = lab.dtype == FINE_U8 && fine_tensor_numel(&lab) == L;
-        for (int64_t i = 0; ok && i < L; i++)
-            ok = ((const uint8_t *)lab.data)[i] < c->num_classes;
-        if (ok)
-            memcpy(labels + nb * L, lab.data, (size_t)L);
-        fine_tensor_free(&lab);
-        if (!ok) {
-            fine_err_set(e, "patch label is not u8 of the crop's size with classes below %d", c->num_classes);
-            goto bad;
-        }
-        if (fine_record_i64s(&rec, "pos", pos + nb * 3, 3, e) < 0)
-            goto bad;
         nb++;
     }
     if (rc < 0)
         return -1;
     return nb == B ? 1 : 0;
-bad:
-    fine_err_prefix(e, fine_reader_name(r));
-    return -1;
 }
 
-static int run(fine_model *m, fine_trainer *t, fine_train_opts *o, const char *in, const char *outdir,
-               const char *logpath, int B, int epoch, int save_every, int quiet, int progress, int argc,
-               char **argv, fine_err *e)
+/* The validation patches, all in memory. */
+typedef struct val_set {
+    int64_t n;
+    float *x;
+    uint8_t *labels;
+    int64_t *pos;
+} val_set;
+
+static void val_free(val_set *v)
 {
-    const fine_config *c = &m->cfg;
-    struct stat st;
-    if (mkdir(outdir, 0777) < 0 && !(stat(outdir, &st) == 0 && S_ISDIR(st.st_mode)))
-        return fine_err_set(e, "%s: cannot create the output folder", outdir);
-    fine_reader *r = fine_reader_open(in, e);
+    free(v->x);
+    free(v->labels);
+    free(v->pos);
+    memset(v, 0, sizeof *v);
+}
+
+static int val_load(const char *path, const fine_config *c, val_set *v, fine_err *e)
+{
+    memset(v, 0, sizeof *v);
+    int64_t L = (int64_t)c->crop[0] * c->crop[1] * c->crop[2], vox = L * c->in_chans, cap = 0;
+    fine_reader *r = fine_reader_open(path, e);
     if (!r)
         return -1;
-    FILE *log = NULL;
-    if (logpath && !(log = fopen(logpath, t->iteration ? "a" : "w"))) {
-        fine_reader_close(r);
-        return fine_err_set(e, "%s: cannot open the log", logpath);
+    fine_record rec;
+    int rc;
+    while ((rc = fine_reader_next(r, &rec, e)) == 1) {
+        if (strcmp(rec.type, "patch") != 0)
+            continue;
+        if (v->n == cap) {
+            cap = cap ? 2 * cap : 16;
+            float *nx = realloc(v->x, (size_t)(cap * vox) * sizeof(float));
+            if (nx)
+                v->x = nx;
+            uint8_t *nl = realloc(v->labels, (size_t)(cap * L));
+            if (nl)
+                v->labels = nl;
+            int64_t *np = realloc(v->pos, (size_t)cap * 3 * sizeof(int64_t));
+            if (np)
+                v->pos = np;
+            if (!nx || !nl || !np) {
+                rc = fine_err_set(e, "out of memory for %lld validation patches", (long long)cap);
+                break;
+            }
+        }
+        if (parse_patch(&rec, c, v->x + v->n * vox, v->labels + v->n * L, v->pos + v->n * 3, e) < 0) {
+            rc = -1;
+            break;
+        }
+        v->n++;
     }
+    if (rc == 0 && v->n == 0)
+        rc = fine_err_set(e, "no patch records");
+    if (rc < 0) {
+        fine_err_prefix(e, fine_reader_name(r));
+        val_free(v);
+    }
+    fine_reader_close(r);
+    return rc < 0 ? -1 : 0;
+}
+
+/* Online evaluation of every validation patch in batches of the trainer's size (the last
+ * batch is filled up with copies of its first patch, which are not counted). */
+static double validate(fine_trainer *t, fine_model *m, const val_set *v, float *x, uint8_t *labels,
+                       int64_t *pos, double *per_class)
+{
+    const fine_config *c = &m->cfg;
+    int64_t L = (int64_t)c->crop[0] * c->crop[1] * c->crop[2], vox = L * c->in_chans;
+    fine_dice_counts s;
+    memset(&s, 0, sizeof s);
+    for (int64_t i0 = 0; i0 < v->n; i0 += t->B) {
+        int nb = (int)(v->n - i0 < t->B ? v->n - i0 : t->B);
+        for (int b = 0; b < t->B; b++) {
+            int64_t j = i0 + (b < nb ? b : 0);
+            memcpy(x + b * vox, v->x + j * vox, (size_t)vox * sizeof(float));
+            memcpy(labels + b * L, v->labels + j * L, (size_t)L);
+            memcpy(pos + b * 3, v->pos + j * 3, 3 * sizeof(int64_t));
+        }
+        fine_trainer_eval(t, m, x, labels, pos, nb, &s);
+    }
+    return fine_dice_global(&s, c->num_classes, per_class);
+}
+
+static void json_number(FILE *f, double v)
+{
+    if (v == v)
+        fprintf(f, "%.6g", v);
+    else
+        fputs("null", f);
+}
+
+typedef struct run_args {
+    const char *outdir, *logpath;
+    int B, save_every, quiet, progress, argc;
+    char **argv;
+} run_args;
+
+static int run(fine_model *m, fine_trainer *t, fine_train_opts *o, batch_src *src, const val_set *val,
+               int epoch, const run_args *a, fine_err *e)
+{
+    const fine_config *c = &m->cfg;
+    int B = a->B;
+    struct stat st;
+    if (mkdir(a->outdir, 0777) < 0 && !(stat(a->outdir, &st) == 0 && S_ISDIR(st.st_mode)))
+        return fine_err_set(e, "%s: cannot create the output folder", a->outdir);
+    FILE *log = NULL;
+    if (a->logpath && !(log = fopen(a->logpath, t->iteration ? "a" : "w")))
+        return fine_err_set(e, "%s: cannot open the log", a->logpath);
     int64_t L = (int64_t)c->crop[0] * c->crop[1] * c->crop[2];
     float *x = aligned_alloc(64, (size_t)(L * c->in_chans * B) * sizeof(float));
     uint8_t *labels = malloc((size_t)(L * B));
     int64_t *pos = calloc((size_t)B * 3, sizeof(int64_t));
-    int rc = x && labels && pos ? 0 : fine_err_set(e, "out of memory");
+    double *per_class = calloc((size_t)c->num_classes, sizeof(double));
+    int rc = x && labels && pos && per_class ? 0 : fine_err_set(e, "out of memory");
     int64_t skip = t->iteration * B, total = (int64_t)o->epochs * o->iters_per_epoch;
     fine_progress prog;
-    fine_progress_init(&prog, TOOL, quiet, progress);
+    fine_progress_init(&prog, TOOL, a->quiet, a->progress);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     double loss_sum = 0, t0 = fine_now(), t_epoch = t0;
     int64_t start = t->iteration, n = 0;
-    if (!quiet)
-        fprintf(stderr, "%s: %zu parameters, activations %.2f GB, %lld iterations to go\n", TOOL,
-                fine_model_live_params(m), (double)fine_net_bytes(t->net) / 1e9, (long long)(total - t->iteration));
+    if (!a->quiet)
+        fprintf(stderr, "%s: %zu parameters, activations %.2f GB, %lld iterations to go%s\n", TOOL,
+                fine_model_live_params(m), (double)fine_net_bytes(t->net) / 1e9,
+                (long long)(total - t->iteration), val ? "" : " (no --val: no best.fst)");
     while (rc == 0 && t->iteration < total && !stop_requested) {
-        int got = read_batch(r, c, B, x, labels, pos, &skip, e);
+        int got = read_batch(src, c, B, x, labels, pos, &skip, e);
         if (got < 0) {
             rc = -1;
             break;
         }
         if (got == 0) {
-            rc = fine_err_set(e, "%s: the input ended after %lld iterations (%lld planned)", fine_reader_name(r),
+            rc = fine_err_set(e, "%s: the input ended after %lld iterations (%lld planned)", fine_reader_name(src->r),
                               (long long)t->iteration, (long long)total);
             break;
         }
@@ -190,34 +345,66 @@ static int run(fine_model *m, fine_trainer *t, fine_train_opts *o, const char *i
         n++;
         char what[160];
         double rate = (double)(t->iteration - start) / (fine_now() - t0);
-        snprintf(what, sizeof what, "epoch %d  loss %.4f  lr %.5f  %.2f it/s", epoch, loss, lr, rate);
-        fine_progress_update(&prog, t->iteration, total, what);
-        if (t->iteration % o->iters_per_epoch == 0) {
-            int done = (int)(t->iteration / o->iters_per_epoch);
-            double dice = fine_trainer_dice(t, c->num_classes, 1), now = fine_now();
-            if (log) {
-                fprintf(log, "{\"epoch\": %d, \"iteration\": %lld, \"loss\": %.6g, \"train_dice\": %.6g, \"lr\": %.6g, "
-                        "\"grad_norm\": %.6g, \"seconds\": %.3f}\n", done, (long long)t->iteration, loss_sum / n,
-                        dice == dice ? dice : -1.0, lr, gnorm, now - t_epoch);
-                fflush(log);
-            }
-            loss_sum = 0;
-            n = 0;
-            t_epoch = now;
-            if (done % save_every == 0 && done < o->epochs)
-                rc = save(outdir, "latest.fst", m, t, o, done, argc, argv, e);
+        snprintf(what, sizeof what, "iteration %lld  epoch %d  loss %.4f  lr %.5f  %.2f it/s",
+                 (long long)t->iteration, epoch, loss, lr, rate);
+        fine_progress_update(&prog, t->iteration - start, total - start, what);
+        if (t->iteration % o->iters_per_epoch != 0)
+            continue;
+        int done = (int)(t->iteration / o->iters_per_epoch);
+        double dice = fine_trainer_dice(t, c->num_classes, 1), vdice = NAN;
+        int best = 0;
+        if (val) {
+            vdice = validate(t, m, val, x, labels, pos, per_class);
+            best = fine_trainer_val_update(t, vdice);
         }
+        double now = fine_now();
+        if (log) {
+            fprintf(log, "{\"epoch\": %d, \"iteration\": %lld, \"loss\": ", done, (long long)t->iteration);
+            json_number(log, loss_sum / n);
+            fputs(", \"train_dice\": ", log);
+            json_number(log, dice);
+            fprintf(log, ", \"lr\": %.6g, \"grad_norm\": ", lr);
+            json_number(log, gnorm);
+            if (val) {
+                fputs(", \"val_dice\": ", log);
+                json_number(log, vdice);
+                fputs(", \"val_dice_ema\": ", log);
+                json_number(log, t->val_ema);
+                fputs(", \"val_dice_per_class\": [", log);
+                for (int k = 1; k < c->num_classes; k++) {
+                    json_number(log, per_class[k - 1]);
+                    fputs(k + 1 < c->num_classes ? ", " : "", log);
+                }
+                fprintf(log, "], \"best\": %s", best ? "true" : "false");
+            }
+            fprintf(log, ", \"seconds\": %.3f}\n", now - t_epoch);
+            fflush(log);
+        }
+        if (!a->quiet) {
+            fine_progress_done(&prog);
+            fprintf(stderr, "%s: epoch %d/%d  loss %.4f  train Dice %.4f", TOOL, done, o->epochs, loss_sum / n, dice);
+            if (val)
+                fprintf(stderr, "  val Dice %.4f (average %.4f%s)", vdice, t->val_ema, best ? ", best" : "");
+            fprintf(stderr, "  lr %.5f  %.1f s\n", lr, now - t_epoch);
+        }
+        loss_sum = 0;
+        n = 0;
+        t_epoch = now;
+        if (best)
+            rc = save(a->outdir, "best.fst", m, t, o, done, a->argc, a->argv, e);
+        if (rc == 0 && done % a->save_every == 0 && done < o->epochs)
+            rc = save(a->outdir, "latest.fst", m, t, o, done, a->argc, a->argv, e);
     }
     fine_progress_done(&prog);
     if (rc == 0) {
         epoch = (int)(t->iteration / o->iters_per_epoch);
         if (stop_requested) {
-            rc = save(outdir, "latest.fst", m, t, o, epoch, argc, argv, e);
+            rc = save(a->outdir, "latest.fst", m, t, o, epoch, a->argc, a->argv, e);
             if (rc == 0)
                 fprintf(stderr, "%s: stopped at iteration %lld; resume with --resume %s/latest.fst\n", TOOL,
-                        (long long)t->iteration, outdir);
+                        (long long)t->iteration, a->outdir);
         } else {
-            rc = save(outdir, "final.fst", m, t, o, epoch, argc, argv, e);
+            rc = save(a->outdir, "final.fst", m, t, o, epoch, a->argc, a->argv, e);
         }
     }
     if (log)
@@ -225,20 +412,52 @@ static int run(fine_model *m, fine_trainer *t, fine_train_opts *o, const char *i
     free(x);
     free(labels);
     free(pos);
-    fine_reader_close(r);
+    free(per_class);
     return rc;
+}
+
+/* A2: the volume-token grid of a new model from the plan. */
+static void apply_plan(fine_config *c, const fine_plan *p)
+{
+    for (int d = 0; d < 3; d++) {
+        c->max_imsize[d] = (int)p->max_imsize[d];
+        int v = (int)(p->max_imsize[d] / c->crop[d]);
+        c->vt_map[d] = v > 2 ? v : 2;
+    }
+}
+
+/* Builds a new model: preset or config file, then the plan, then every --set. */
+static int build_model(fine_model *m, const char *preset, const char *config, const fine_plan *plan, char **sets,
+                       int nsets, uint64_t seed, fine_err *e)
+{
+    fine_config c;
+    if (preset && fine_config_preset(&c, preset) < 0)
+        return fine_err_set(e, "unknown preset '%s'", preset);
+    if (config && fine_config_read(config, &c, e) < 0)
+        return -1;
+    if (plan)
+        apply_plan(&c, plan);
+    for (int i = 0; i < nsets; i++)
+        if (fine_config_set(&c, sets[i], e) < 0)
+            return -1;
+    if (fine_model_build(m, &c, e) < 0)
+        return -1;
+    fine_model_init(m, seed);
+    return 0;
 }
 
 int main(int argc, char **argv)
 {
     fine_cli_init();
-    const char *preset = NULL, *resume = NULL, *outdir = NULL, *logpath = NULL;
+    const char *preset = NULL, *config = NULL, *planpath = NULL, *resume = NULL, *valpath = NULL;
     char *sets[64];
-    int nsets = 0, B = 2, threads = 0, quiet = 0, progress = 0, save_every = 50;
+    int nsets = 0, threads = 0;
+    run_args a = {.B = 2, .save_every = 50, .argc = argc, .argv = argv};
     fine_train_opts o;
     fine_train_opts_init(&o);
     static const struct option opts[] = {
-        {"preset", required_argument, 0, 'p'},
+        {"preset", required_argument, 0, 'p'}, {"config", required_argument, 0, 'c'},
+        {"plan", required_argument, 0, 'n'},   {"val", required_argument, 0, 'w'},
         {"set", required_argument, 0, 's'},    {"resume", required_argument, 0, 'r'},
         {"outdir", required_argument, 0, 'o'}, {"epochs", required_argument, 0, 'E'},
         {"iters-per-epoch", required_argument, 0, 'I'}, {"batch", required_argument, 0, 'b'},
@@ -250,26 +469,30 @@ int main(int argc, char **argv)
         {"force", no_argument, 0, 'f'},        {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},      {0, 0, 0, 0}};
     int ch;
-    while ((ch = getopt_long(argc, argv, "o:fh", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "o:fqh", opts, NULL)) != -1) {
         int64_t v;
         double d[1];
         switch (ch) {
         case 'p': preset = optarg; break;
+        case 'c': config = optarg; break;
+        case 'n': planpath = optarg; break;
+        case 'w': valpath = optarg; break;
         case 's':
             if (nsets == 64)
                 return fine_cli_usage(TOOL, "too many --set");
             sets[nsets++] = optarg;
             break;
         case 'r': resume = optarg; break;
-        case 'o': outdir = optarg; break;
-        case 'L': logpath = optarg; break;
+        case 'o': a.outdir = optarg; break;
+        case 'L': a.logpath = optarg; break;
         case 'E':
         case 'I':
         case 'b':
         case 'v':
         case 't':
         case 'S':
-            if (fine_parse_i64(optarg, &v) < 0 || (ch != 't' && ch != 'S' && v < 1) || (ch != 'S' && v > 100000000))
+            if (fine_parse_i64(optarg, &v) < 0 || (ch != 't' && ch != 'S' && v < 1) || v < 0 ||
+                (ch != 'S' && v > 100000000))
                 return fine_cli_usage(TOOL, "--%s: expected a positive integer, got '%s'",
                                       ch == 'E' ? "epochs" : ch == 'I' ? "iters-per-epoch" : ch == 'b' ? "batch"
                                       : ch == 'v' ? "save-every" : ch == 't' ? "threads" : "seed", optarg);
@@ -278,9 +501,9 @@ int main(int argc, char **argv)
             else if (ch == 'I')
                 o.iters_per_epoch = (int)v;
             else if (ch == 'b')
-                B = (int)v;
+                a.B = (int)v;
             else if (ch == 'v')
-                save_every = (int)v;
+                a.save_every = (int)v;
             else if (ch == 't')
                 threads = (int)v;
             else
@@ -301,20 +524,25 @@ int main(int argc, char **argv)
             else
                 o.clip = d[0];
             break;
-        case 'q': quiet = 1; break;
-        case 'P': progress = 1; break;
+        case 'q': a.quiet = 1; break;
+        case 'P': a.progress = 1; break;
         case 'f': break;
         case 'h': usage(); return 0;
         case 'V': fine_cli_version(TOOL); return 0;
         default: return fine_cli_usage(TOOL, "unknown option");
         }
     }
-    if (!outdir)
+    if (!a.outdir)
         return fine_cli_usage(TOOL, "-o DIR is required (checkpoints go there)");
-    if (!!preset + !!resume != 1)
-        return fine_cli_usage(TOOL, "give one of --preset or --resume");
-    if (resume && nsets)
-        return fine_cli_usage(TOOL, "--set applies to a new model, not to --resume");
+    if (!!preset + !!config + !!resume != 1)
+        return fine_cli_usage(TOOL, "give one of --preset, --config or --resume");
+    if (resume && (nsets || planpath))
+        return fine_cli_usage(TOOL, "--set and --plan apply to a new model, not to --resume");
+    if (preset) {
+        fine_config tmp;
+        if (fine_config_preset(&tmp, preset) < 0)
+            return fine_cli_usage(TOOL, "unknown preset '%s' (bcv, small, tiny)", preset);
+    }
     if (optind < argc - 1)
         return fine_cli_usage(TOOL, "expected at most one input");
     const char *in = optind < argc ? argv[optind] : "-";
@@ -324,29 +552,41 @@ int main(int argc, char **argv)
     fine_trainer t;
     int epoch = 0;
     resume_ctx rc_ctx = {0};
+    batch_src src = {0};
+    val_set val = {0};
+    fine_plan plan = {0};
+    int have_plan = 0;
     msgpack_sbuffer_init(&state_buf);
+    if (planpath) {
+        if (fine_plan_read(planpath, &plan, &e) < 0)
+            return fine_cli_fail(TOOL, &e);
+        have_plan = 1;
+    }
+    if (!(src.r = fine_reader_open(in, &e))) {
+        fine_plan_free(&plan);
+        return fine_cli_fail(TOOL, &e);
+    }
+    int rc = 0;
     if (resume) {
         if (fine_checkpoint_load(resume, &m, keep_state, &rc_ctx, &e) < 0)
-            return fine_cli_fail(TOOL, &e);
+            goto fail_early;
         if (!rc_ctx.found) {
             fine_model_free(&m);
             fine_err_set(&e, "%s: no train_state record (a model from fine-model init? use --preset)", resume);
-            return fine_cli_fail(TOOL, &e);
+            goto fail_early;
         }
     } else {
-        fine_config c;
-        if (preset && fine_config_preset(&c, preset) < 0)
-            return fine_cli_usage(TOOL, "unknown preset '%s'", preset);
-        for (int i = 0; i < nsets; i++)
-            if (fine_config_set(&c, sets[i], &e) < 0)
-                return fine_cli_usage(TOOL, "%s", e.msg);
-        if (fine_model_build(&m, &c, &e) < 0)
-            return fine_cli_fail(TOOL, &e);
-        fine_model_init(&m, o.seed);
+        if (scan_plan(&src, &plan, &have_plan, &e) < 0 ||
+            build_model(&m, preset, config, have_plan ? &plan : NULL, sets, nsets, o.seed, &e) < 0)
+            goto fail_early;
     }
-    if (fine_trainer_init(&t, &m, B, &e) < 0) {
+    if (valpath && val_load(valpath, &m.cfg, &val, &e) < 0) {
         fine_model_free(&m);
-        return fine_cli_fail(TOOL, &e);
+        goto fail_early;
+    }
+    if (fine_trainer_init(&t, &m, a.B, &e) < 0) {
+        fine_model_free(&m);
+        goto fail_early;
     }
     if (resume) {
         msgpack_unpacked up;
@@ -358,13 +598,22 @@ int main(int argc, char **argv)
             msgpack_unpacked_destroy(&up);
             fine_trainer_free(&t);
             fine_model_free(&m);
-            return fine_cli_fail(TOOL, &e);
+            goto fail_early;
         }
         msgpack_unpacked_destroy(&up);
     }
     msgpack_sbuffer_destroy(&state_buf);
-    int rc = run(&m, &t, &o, in, outdir, logpath, B, epoch, save_every, quiet, progress, argc, argv, &e);
+    rc = run(&m, &t, &o, &src, valpath ? &val : NULL, epoch, &a, &e);
     fine_trainer_free(&t);
     fine_model_free(&m);
+    val_free(&val);
+    fine_plan_free(&plan);
+    fine_reader_close(src.r);
     return rc < 0 ? fine_cli_fail(TOOL, &e) : 0;
+fail_early:
+    msgpack_sbuffer_destroy(&state_buf);
+    val_free(&val);
+    fine_plan_free(&plan);
+    fine_reader_close(src.r);
+    return fine_cli_fail(TOOL, &e);
 }

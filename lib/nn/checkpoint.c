@@ -277,3 +277,35 @@ int fine_checkpoint_load(const char *path, fine_model *m,
     }
     return 0;
 }
+
+int fine_config_read(const char *path, fine_config *c, fine_err *e)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return fine_err_set(e, "%s: cannot open", path);
+    char line[512];
+    int ln = 0;
+    memset(c, 0, sizeof *c);
+    fine_config_preset(c, "bcv"); /* unspecified keys: the bcv values */
+    while (fgets(line, sizeof line, f)) {
+        ln++;
+        char *p = line;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        p[strcspn(p, "\r\n#")] = 0;
+        if (!*p)
+            continue;
+        char *end = p + strlen(p);
+        while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+            *--end = 0;
+        if (fine_config_set(c, p, e) < 0) {
+            fclose(f);
+            char where[600];
+            snprintf(where, sizeof where, "%s:%d", path, ln);
+            fine_err_prefix(e, where);
+            return -1;
+        }
+    }
+    fclose(f);
+    return 0;
+}

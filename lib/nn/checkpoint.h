@@ -17,6 +17,9 @@ int fine_config_from_record(const fine_record *r, const char *path, fine_config 
 /* Sets one configuration field from "key=value" (the names of the config map; lists as
  * comma-separated numbers). Returns 0 or -1 with e naming the key. */
 int fine_config_set(fine_config *c, const char *assignment, fine_err *e);
+/* Reads "key=value" lines (as fine_config_print writes them; '#' comments, blank lines) over
+ * the bcv preset. Returns 0 or -1 with e naming the file and line. */
+int fine_config_read(const char *path, fine_config *c, fine_err *e);
 /* Prints the configuration as the "key=value" lines fine_config_set reads. */
 void fine_config_print(const fine_config *c, FILE *f);
 

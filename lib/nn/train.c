@@ -28,6 +28,7 @@ int fine_trainer_init(fine_trainer *t, const fine_model *m, int B, fine_err *e)
 {
     memset(t, 0, sizeof *t);
     t->B = B;
+    t->val_ema = t->val_best = NAN;
     t->net = fine_net_plan(m, B, e);
     if (!t->net)
         return -1;
@@ -57,10 +58,10 @@ void fine_trainer_free(fine_trainer *t)
     memset(t, 0, sizeof *t);
 }
 
-/* tp/fp/fn of argmax(logits) against the target, per class */
-static void count_dice(fine_trainer *t, const float *logits, const uint8_t *target, int64_t B, int64_t K, int64_t L)
+void fine_dice_count(fine_dice_counts *s, const float *logits, const uint8_t *target, int64_t nb,
+                     int64_t K, int64_t L)
 {
-    for (int64_t b = 0; b < B; b++)
+    for (int64_t b = 0; b < nb; b++)
         for (int64_t i = 0; i < L; i++) {
             const float *l = logits + b * K * L + i;
             int best = 0;
@@ -69,31 +70,57 @@ static void count_dice(fine_trainer *t, const float *logits, const uint8_t *targ
                     best = (int)k;
             int y = target[b * L + i];
             if (best == y) {
-                t->tp[y] += 1;
+                s->tp[y] += 1;
             } else {
-                t->fp[best] += 1;
-                t->fn[y] += 1;
+                s->fp[best] += 1;
+                s->fn[y] += 1;
             }
         }
 }
 
-double fine_trainer_dice(fine_trainer *t, int K, int reset)
+double fine_dice_global(const fine_dice_counts *s, int K, double *per_class)
 {
     double sum = 0;
     int n = 0;
     for (int k = 1; k < K; k++) {
-        double den = 2 * t->tp[k] + t->fp[k] + t->fn[k];
-        if (t->tp[k] + t->fn[k] > 0 && den > 0) { /* the class occurred */
-            sum += 2 * t->tp[k] / den;
+        double den = 2 * s->tp[k] + s->fp[k] + s->fn[k];
+        double d = den > 0 ? 2 * s->tp[k] / den : NAN;
+        if (per_class)
+            per_class[k - 1] = d;
+        if (d == d) {
+            sum += d;
             n++;
         }
     }
-    if (reset) {
-        memset(t->tp, 0, sizeof t->tp);
-        memset(t->fp, 0, sizeof t->fp);
-        memset(t->fn, 0, sizeof t->fn);
-    }
     return n ? sum / n : NAN;
+}
+
+double fine_trainer_dice(fine_trainer *t, int K, int reset)
+{
+    double d = fine_dice_global(&t->train, K, NULL);
+    if (reset)
+        memset(&t->train, 0, sizeof t->train);
+    return d;
+}
+
+void fine_trainer_eval(fine_trainer *t, fine_model *m, const float *x, const uint8_t *labels,
+                       const int64_t *pos, int nb, fine_dice_counts *s)
+{
+    const fine_config *c = &m->cfg;
+    int64_t L0 = (int64_t)c->crop[0] * c->crop[1] * c->crop[2];
+    fine_net_forward(t->net, m, x, pos, 0, 0);
+    fine_dice_count(s, fine_net_logits(t->net, 0), labels, nb, c->num_classes, L0);
+}
+
+int fine_trainer_val_update(fine_trainer *t, double dice)
+{
+    if (dice != dice)
+        return 0;
+    t->val_ema = t->val_ema == t->val_ema ? 0.9 * t->val_ema + 0.1 * dice : dice;
+    if (t->val_best == t->val_best && !(t->val_ema > t->val_best))
+        return 0;
+    t->val_best = t->val_ema;
+    return 1;
 }
 
 double fine_train_step(fine_trainer *t, fine_model *m, const fine_train_opts *o, const float *x,
@@ -116,7 +143,7 @@ double fine_train_step(fine_trainer *t, fine_model *m, const fine_train_opts *o,
     loss += w0 * fine_soft_dice(t->dlog0, t->probs, labels, B, K, L0, w0);
     loss += w1 * fine_softmax_ce(t->probs, t->dlog1, l1, t->target1, B, K, L1, w1);
     loss += w1 * fine_soft_dice(t->dlog1, t->probs, t->target1, B, K, L1, w1);
-    count_dice(t, l0, labels, B, K, L0);
+    fine_dice_count(&t->train, l0, labels, B, K, L0);
     memset(t->grad, 0, m->nfloats * sizeof(float));
     fine_net_backward(t->net, m, t->grad, t->dlog0, t->dlog1, NULL);
     /* global L2 clipping, then SGD with Nesterov momentum and L2 weight decay as PyTorch:
@@ -152,6 +179,8 @@ int fine_trainer_write_state(fine_writer *w, const fine_trainer *t, const fine_m
     fine_map_i64(r, "epochs", o->epochs);
     fine_map_i64(r, "iters_per_epoch", o->iters_per_epoch);
     fine_map_i64(r, "seed", (int64_t)o->seed);
+    fine_map_f64(r, "val_ema", t->val_ema);
+    fine_map_f64(r, "val_best", t->val_best);
     fine_tensor mom = {.dtype = FINE_F32, .ndim = 1, .shape = {(int64_t)m->nfloats}, .data = t->momentum};
     fine_map_tensor(r, "momentum", &mom);
     int rc = fine_writer_put(w, r, e);
@@ -176,6 +205,14 @@ int fine_trainer_read_state(const fine_record *r, fine_trainer *t, const fine_mo
         fine_tensor_free(&mom);
         return fine_err_set(e, "train_state: the momentum buffer does not match the model");
     }
+    double ema = NAN, best = NAN;
+    if (fine_record_get(r, "val_ema") && (fine_record_f64(r, "val_ema", &ema, e) < 0 ||
+                                          fine_record_f64(r, "val_best", &best, e) < 0)) {
+        fine_tensor_free(&mom);
+        return -1;
+    }
+    t->val_ema = ema;
+    t->val_best = best;
     memcpy(t->momentum, mom.data, m->nfloats * sizeof(float));
     fine_tensor_free(&mom);
     t->iteration = it;

@@ -23,6 +23,19 @@ void fine_train_opts_init(fine_train_opts *o);
 /* lr of epoch e: lr0 * (1 - e / epochs)^0.9 */
 double fine_poly_lr(double lr0, int epoch, int epochs);
 
+/* Per-class true positives, false positives and false negatives of an argmax segmentation,
+ * accumulated over batches (the online evaluation of B 5.3). */
+typedef struct fine_dice_counts {
+    double tp[256], fp[256], fn[256];
+} fine_dice_counts;
+
+/* Adds the counts of argmax(logits) (B, K, L) against target (B, L) for the first nb samples. */
+void fine_dice_count(fine_dice_counts *s, const float *logits, const uint8_t *target, int64_t nb,
+                     int64_t K, int64_t L);
+/* Global Dice per class 1..K-1 into per_class (NaN where the class occurs neither in the
+ * target nor in the prediction); returns their mean over non-NaN classes (NaN if none). */
+double fine_dice_global(const fine_dice_counts *s, int K, double *per_class);
+
 typedef struct fine_trainer {
     fine_net *net;
     int B;
@@ -30,8 +43,8 @@ typedef struct fine_trainer {
     float *probs, *dlog0, *dlog1; /* head-sized work buffers */
     uint8_t *target1;        /* labels downsampled for head 1 */
     int64_t iteration;       /* completed iterations */
-    /* per-class tp/fp/fn of the argmax of head 0 since the last reset (online Dice, B 5.3) */
-    double tp[256], fp[256], fn[256];
+    fine_dice_counts train;  /* argmax of head 0 on the training batches since the last reset */
+    double val_ema, val_best; /* moving average (alpha 0.9) of the validation Dice and its best; NaN before */
 } fine_trainer;
 
 int fine_trainer_init(fine_trainer *t, const fine_model *m, int B, fine_err *e);
@@ -43,11 +56,23 @@ void fine_trainer_free(fine_trainer *t);
 double fine_train_step(fine_trainer *t, fine_model *m, const fine_train_opts *o, const float *x,
                        const uint8_t *labels, const int64_t *pos, double lr, double *grad_norm);
 
-/* Global Dice over the classes 1..K-1 seen since the last reset (mean over classes that
- * occurred), and reset. */
+/* Global Dice of the training batches since the last reset (mean over non-NaN classes), and
+ * reset. */
 double fine_trainer_dice(fine_trainer *t, int K, int reset);
 
-/* The `train_state` record of a checkpoint: iteration, epoch, options, momentum buffer. */
+/* Evaluation-mode forward of x (B, C, crop) and the Dice counts of head 0 against labels for
+ * the first nb <= B samples (the others are computed and ignored). Updates vt_check as every
+ * forward of the reference does (B 2.7). */
+void fine_trainer_eval(fine_trainer *t, fine_model *m, const float *x, const uint8_t *labels,
+                       const int64_t *pos, int nb, fine_dice_counts *s);
+
+/* Folds one epoch's validation Dice into the moving average as nnU-Net v1 does
+ * (ema = 0.9 ema + 0.1 dice, the first epoch's dice as start). Returns 1 when the average is a
+ * new best (the best checkpoint is then due), else 0. */
+int fine_trainer_val_update(fine_trainer *t, double dice);
+
+/* The `train_state` record of a checkpoint: iteration, epoch, options, validation average and
+ * best, momentum buffer. */
 int fine_trainer_write_state(fine_writer *w, const fine_trainer *t, const fine_model *m,
                              const fine_train_opts *o, int epoch, fine_err *e);
 /* Reads a train_state record into t (momentum, iteration) and o; 0 or -1. */

@@ -77,3 +77,92 @@ PY
     run fine-train --preset tiny "$T/batches.fst"
     [ "$status" -eq 2 ]
 }
+
+@test "--val: per-epoch validation Dice in the log, best.fst on its moving average (alpha 0.9)" {
+    make_batches "$T" 8
+    fine-patch --train --augment none --crop 32,64,64 --count 3 --seed 2 "$T/norm.fst" -o "$T/val.fst"
+    fine-train --preset tiny --epochs 4 --iters-per-epoch 2 --val "$T/val.fst" --quiet --log "$T/log.jsonl" \
+        -o "$T/r" "$T/batches.fst"
+    [ -e "$T/r/best.fst" ] && [ -e "$T/r/final.fst" ]
+    "$FINE_PYTHON" - "$T/log.jsonl" "$T/r/best.fst" <<'PY'
+import sys, json, math, fine_stream
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert len(rows) == 4, rows
+ema, best, best_epoch = None, None, None
+for r in rows:
+    d = r["val_dice"]
+    pc = [v for v in r["val_dice_per_class"] if v is not None]
+    assert len(r["val_dice_per_class"]) == 13 and abs(d - sum(pc) / len(pc)) < 1e-5, r
+    ema = d if ema is None else 0.9 * ema + 0.1 * d
+    assert abs(r["val_dice_ema"] - ema) < 1e-5, (r, ema)
+    is_best = best is None or ema > best
+    assert r["best"] == is_best, (r, best)
+    if is_best:
+        best, best_epoch = ema, r["epoch"]
+st = [r for r in fine_stream.read(sys.argv[2]) if r["type"] == "train_state"][0]
+assert st["epoch"] == best_epoch and abs(st["val_best"] - best) < 1e-5, (st, best_epoch, best)
+PY
+}
+
+@test "the validation Dice is the Dice of fine-model run's argmax on the same patches (independent count)" {
+    make_batches "$T" 2
+    fine-patch --train --augment none --crop 32,64,64 --count 2 --seed 3 "$T/norm.fst" -o "$T/val.fst"
+    fine-train --preset tiny --epochs 1 --iters-per-epoch 1 --val "$T/val.fst" --quiet --log "$T/log.jsonl" \
+        -o "$T/r" "$T/batches.fst"
+    # the model after the epoch is final.fst; the validation ran on it before it was saved
+    fine-model run --model "$T/r/final.fst" --batch 2 "$T/val.fst" "$T/logits.fst"
+    "$FINE_PYTHON" - "$T/log.jsonl" "$T/val.fst" "$T/logits.fst" <<'PY'
+import sys, json, numpy as np, fine_stream
+row = json.loads(open(sys.argv[1]).readline())
+labels = [r["label"] for r in fine_stream.read(sys.argv[2]) if r["type"] == "patch"]
+logits = [r["head0"] for r in fine_stream.read(sys.argv[3]) if r["type"] == "logits"]
+tp, fp, fn = np.zeros(14), np.zeros(14), np.zeros(14)
+for y, l in zip(labels, logits):
+    a = np.asarray(l).argmax(0)
+    for k in range(14):
+        tp[k] += np.sum((a == k) & (y == k)); fp[k] += np.sum((a == k) & (y != k)); fn[k] += np.sum((a != k) & (y == k))
+d = [2 * tp[k] / (2 * tp[k] + fp[k] + fn[k]) if 2 * tp[k] + fp[k] + fn[k] > 0 else None for k in range(1, 14)]
+for a, b in zip(d, row["val_dice_per_class"]):
+    assert (a is None) == (b is None) and (a is None or abs(a - b) < 1e-4), (d, row["val_dice_per_class"])
+print("per-class validation Dice agrees with an independent count", d)
+PY
+}
+
+@test "--plan and a plan record in the input set max_imsize and vt_map (A2); --set wins; --config reads key=value" {
+    make_batches "$T" 2
+    fine-resample --plan-out "$T/plan.fst" "$T/data"
+    "$FINE_PYTHON" - "$T/plan.fst" <<'PY'
+import sys, fine_stream
+p = [r for r in fine_stream.read(sys.argv[1]) if r["type"] == "plan"][0]
+print("plan max_imsize", p["max_imsize"])
+PY
+    fine-train --preset tiny --plan "$T/plan.fst" --epochs 1 --iters-per-epoch 1 --quiet -o "$T/a" "$T/batches.fst"
+    run fine-model describe --model "$T/a/final.fst"
+    "$FINE_PYTHON" - "$T/plan.fst" "$output" <<'PY'
+import sys, fine_stream
+p = [r for r in fine_stream.read(sys.argv[1]) if r["type"] == "plan"][0]
+cfg = dict(l.split("=", 1) for l in sys.argv[2].splitlines() if "=" in l and not l.startswith("#"))
+mi = [int(v) for v in cfg["max_imsize"].split(",")]
+vt = [int(v) for v in cfg["vt_map"].split(",")]
+assert mi == list(p["max_imsize"]), (mi, p["max_imsize"])
+assert vt == [max(2, m // c) for m, c in zip(mi, (32, 64, 64))], vt
+PY
+    # the same plan as a record in the input stream, before the patches
+    "$FINE_PYTHON" - "$T/plan.fst" "$T/batches.fst" "$T/withplan.fst" <<'PY'
+import sys, fine_stream
+plan = [r for r in fine_stream.read(sys.argv[1]) if r["type"] == "plan"]
+fine_stream.write(sys.argv[3], plan + list(fine_stream.read(sys.argv[2])), tool="t", args=sys.argv)
+PY
+    fine-train --preset tiny --epochs 1 --iters-per-epoch 1 --quiet -o "$T/b" "$T/withplan.fst"
+    run cmp <(fine-model describe --model "$T/a/final.fst") <(fine-model describe --model "$T/b/final.fst")
+    [ "$status" -eq 0 ]
+    fine-train --preset tiny --set vt_map=3,3,3 --epochs 1 --iters-per-epoch 1 --quiet -o "$T/c" "$T/withplan.fst"
+    fine-model describe --model "$T/c/final.fst" | grep -qx "vt_map=3,3,3"
+    fine-model describe --preset tiny | grep -v "^#" | sed 's/^embed_dim=.*/embed_dim=12/' >"$T/cfg.txt"
+    fine-train --config "$T/cfg.txt" --epochs 1 --iters-per-epoch 1 --quiet -o "$T/d" "$T/batches.fst"
+    fine-model describe --model "$T/d/final.fst" | grep -qx "embed_dim=12"
+    echo "no_such_key=1" >"$T/bad.txt"
+    run fine-train --config "$T/bad.txt" --epochs 1 --iters-per-epoch 1 -o "$T/e" "$T/batches.fst"
+    [ "$status" -eq 1 ]
+    [[ "$output" == *"bad.txt:1"* ]]
+}
