@@ -51,7 +51,7 @@ HELPERS   := $(HELP_SRC:tests/helpers/%.c=$(BUILD)/tests/helpers/%)
 BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCHES   := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all deps test bench install clean
+.PHONY: all deps test bench install clean demo
 
 all: $(LIB_A) $(TOOLS) $(UNITS) $(HELPERS) $(BENCHES)
 
@@ -98,6 +98,10 @@ test: all
 	@FINE_BIN=$(abspath $(BIN)) FINE_UNIT=$(abspath $(BUILD)/tests) \
 	    FINE_HELPERS=$(abspath $(BUILD)/tests/helpers) FINE_PYTHON=$(PYTHON) \
 	    FINE_SANITIZE=$(SANITIZE) FINE_SHARED=$(abspath ../shared) tests/run
+
+# The main job on synthetic data: fine-synth cases through the whole pipeline (pipelines/Makefile).
+demo: all
+	@$(MAKE) --no-print-directory -C pipelines demo
 
 bench: all
 	@FINE_BIN=$(abspath $(BIN)) FINE_BENCH=$(abspath $(BUILD)/bench) FINE_BENCH_SRC=$(abspath bench) \

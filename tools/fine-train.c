@@ -16,12 +16,11 @@
 #include "stream.h"
 
 static const char *TOOL = "fine-train";
-static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t stop_requested; /* the signal number */
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    stop_requested = 1;
+    stop_requested = sig;
 }
 
 static void usage(void)
@@ -66,7 +65,8 @@ static void usage(void)
            "  --progress           a progress line even when stderr is not a terminal\n"
            "  -f, --force          accepted (checkpoints in DIR are always replaced)\n"
            "  -h, --help, --version\n\n"
-           "Exit status: 0 success, 1 bad input or failure, 2 usage error.\n\n"
+           "Exit status: 0 success, 1 bad input or failure, 2 usage error, 128 + the signal number\n"
+           "when SIGINT or SIGTERM stopped it (latest.fst saved).\n\n"
            "Examples:\n"
            "  fine-patch --train --cases train.txt norm.fst | fine-train --preset bcv --val val.fst -o run/\n"
            "  fine-patch --train --augment none --cases val.txt --count 50 norm.fst -o val.fst\n"
