@@ -14,6 +14,14 @@ void fine_cli_init(void)
     signal(SIGPIPE, SIG_IGN);
 }
 
+void fine_cli_omp_passive(char **argv)
+{
+    if (getenv("OMP_WAIT_POLICY"))
+        return;
+    if (setenv("OMP_WAIT_POLICY", "passive", 1) == 0)
+        execv("/proc/self/exe", argv);
+}
+
 int fine_cli_fail(const char *tool, const fine_err *e)
 {
     if (e && e->code == FINE_ERR_PIPE)

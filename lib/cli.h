@@ -14,6 +14,12 @@ enum { FINE_EXIT_OK = 0, FINE_EXIT_FAIL = 1, FINE_EXIT_USAGE = 2 };
  * stream writer reports, not as a signal that kills the tool mid-record. */
 void fine_cli_init(void);
 
+/* Call first in the main() of a tool that runs the network: re-executes the tool once with
+ * OMP_WAIT_POLICY=passive unless the environment sets a policy. libgomp reads the policy when
+ * it loads, before main, and its default lets idle threads spin; the stages of a pipe share
+ * the cores, and spinning threads steal them from their neighbours. Returns if exec fails. */
+void fine_cli_omp_passive(char **argv);
+
 /* Prints "tool: message" on stderr (nothing for a closed output pipe) and returns 1. */
 int fine_cli_fail(const char *tool, const fine_err *e);
 /* Prints "tool: message" and "Try 'tool --help'." on stderr and returns 2. */

@@ -235,6 +235,7 @@ static int run(fine_model *m, const options *o, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    fine_cli_omp_passive(argv);
     fine_cli_init();
     enum { O_MODEL = 256, O_BATCH, O_TTA, O_DTYPE, O_DEVICE, O_THREADS, O_PROGRESS, O_VERSION };
     static const struct option opts[] = {

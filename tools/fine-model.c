@@ -203,6 +203,7 @@ static int run(fine_model *m, const char *in_path, const char *out_path, int B, 
 
 int main(int argc, char **argv)
 {
+    fine_cli_omp_passive(argv);
     fine_cli_init();
     if (argc < 2)
         return fine_cli_usage(TOOL, "expected a command: describe, init or run");

@@ -321,7 +321,7 @@ static int run(fine_model *m, fine_trainer *t, fine_train_opts *o, batch_src *sr
     fine_progress_init(&prog, TOOL, a->quiet, a->progress);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    double loss_sum = 0, t0 = fine_now(), t_epoch = t0;
+    double loss_sum = 0, t0 = fine_now(), t_epoch = t0, last_dice = NAN;
     int64_t start = t->iteration, n = 0;
     if (!a->quiet)
         fprintf(stderr, "%s: %zu parameters, activations %.2f GB, %lld iterations to go%s\n", TOOL,
@@ -345,17 +345,19 @@ static int run(fine_model *m, fine_trainer *t, fine_train_opts *o, batch_src *sr
         n++;
         char what[160];
         double rate = (double)(t->iteration - start) / (fine_now() - t0);
-        snprintf(what, sizeof what, "iteration %lld  epoch %d  loss %.4f  lr %.5f  %.2f it/s",
-                 (long long)t->iteration, epoch, loss, lr, rate);
+        snprintf(what, sizeof what, "iteration %lld  epoch %d  loss %.4f  Dice %.3f  lr %.5f  %.2f it/s",
+                 (long long)t->iteration, epoch, loss, last_dice, lr, rate);
         fine_progress_update(&prog, t->iteration - start, total - start, what);
         if (t->iteration % o->iters_per_epoch != 0)
             continue;
         int done = (int)(t->iteration / o->iters_per_epoch);
         double dice = fine_trainer_dice(t, c->num_classes, 1), vdice = NAN;
+        last_dice = val ? NAN : dice;
         int best = 0;
         if (val) {
             vdice = validate(t, m, val, x, labels, pos, per_class);
             best = fine_trainer_val_update(t, vdice);
+            last_dice = vdice;
         }
         double now = fine_now();
         if (log) {
@@ -448,6 +450,7 @@ static int build_model(fine_model *m, const char *preset, const char *config, co
 
 int main(int argc, char **argv)
 {
+    fine_cli_omp_passive(argv);
     fine_cli_init();
     const char *preset = NULL, *config = NULL, *planpath = NULL, *resume = NULL, *valpath = NULL;
     char *sets[64];

@@ -76,6 +76,17 @@ PY
     [[ "$output" == *"no train_state record"* ]]
     run fine-train --preset tiny "$T/batches.fst"
     [ "$status" -eq 2 ]
+    # a truncated checkpoint is named, and nothing is written
+    fine-train --preset tiny --epochs 1 --iters-per-epoch 1 --quiet -o "$T/v" "$T/batches.fst"
+    head -c 100000 "$T/v/final.fst" >"$T/cut.fst"
+    run fine-train --resume "$T/cut.fst" -o "$T/w" "$T/batches.fst"
+    [ "$status" -eq 1 ]
+    [[ "$output" == *"$T/cut.fst"*"truncated"* ]]
+    [ ! -e "$T/w/final.fst" ] && [ ! -e "$T/w/latest.fst" ]
+    # labels of a class the model does not have
+    run fine-train --preset tiny --set num_classes=3 --epochs 1 --iters-per-epoch 1 -o "$T/u" "$T/batches.fst"
+    [ "$status" -eq 1 ]
+    [[ "$output" == *"classes below 3"* ]]
 }
 
 @test "--val: per-epoch validation Dice in the log, best.fst on its moving average (alpha 0.9)" {
