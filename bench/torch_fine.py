@@ -6,6 +6,8 @@ and benchmark the C engine.
   torch_fine.py parity FIXTURE.msgpack.zst       official weights and outputs vs this model
   torch_fine.py compare --model CKPT --input PATCHES.fst --logits LOGITS.fst [--grads GRADS.fst]
   torch_fine.py bench --preset tiny|small|bcv --batch B --threads N [--backward] [--iters K]
+  torch_fine.py train-bench --preset tiny|small|bcv --batch B --threads N [--iters K]
+  torch_fine.py infer-bench --preset tiny|small|bcv --batch B --threads N [--tta] [--iters K]
 
 As a module: FineTorch(config), load_checkpoint(path) -> (model, config),
 model(x, pos) -> (logits_full, logits_64). config is a dict with the keys of
@@ -847,6 +849,121 @@ def cmd_bench(args):
     return 0
 
 
+# ----------------------------------------------------------------------------- train-bench, infer-bench
+
+
+def block_labels(B, crop, K):
+    """bench/train.c's labels: blocks of 8x16x16 voxels, class (bz + 2 by + 5 bx + b) mod K,
+    as (B, z, y, x) int64."""
+    z, y, x = (np.arange(n) for n in crop)
+    base = z[:, None, None] // 8 + 2 * (y[None, :, None] // 16) + 5 * (x[None, None, :] // 16)
+    return np.stack([(base + b) % K for b in range(B)]).astype(np.int64)
+
+
+def dice_ce_loss(logits, target, smooth=1e-5):
+    """nnU-Net v1 DC_and_CE_loss with its defaults for 3d_fullres: cross-entropy (mean over the
+    voxels) plus SoftDiceLoss on the softmax with batch dice (tp, fp, fn summed over the batch and
+    the voxels per class), smooth 1e-5, background excluded: -mean_c (2tp + s) / (2tp + fp + fn +
+    s + 1e-8). logits (B, K, z, y, x), target (B, z, y, x) int64."""
+    ce = F.cross_entropy(logits, target)
+    p = logits.softmax(1)
+    onehot = torch.zeros_like(p).scatter_(1, target[:, None], 1.0)
+    axes = (0, 2, 3, 4)
+    tp = (p * onehot).sum(axes)
+    fp = (p * (1 - onehot)).sum(axes)
+    fn = ((1 - p) * onehot).sum(axes)
+    dc = (2 * tp + smooth) / (2 * tp + fp + fn + smooth + 1e-8)
+    return ce - dc[1:].mean()
+
+
+def _minflt():
+    """Minor page faults of this process so far (fresh memory touched)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+# bench/train and bench/infer run these two with glibc malloc told to keep freed memory
+# (MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=... MALLOC_TOP_PAD_=...): by default every tensor over
+# 32 MB is a fresh mmap, and where first touches are expensive (the 2-core development VM) the
+# page faults cost PyTorch 3-4x its compute at the bcv crop. faults_per_it shows it.
+
+
+def cmd_train_bench(args):
+    """bench/train's peer: full training iterations (forward in training mode, Dice+CE with deep
+    supervision on both heads, backward, clip_grad_norm_ 12, Nesterov SGD) on one random batch."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    cfg = preset(args.preset)
+    model = FineTorch(cfg)
+    model.train()
+    B = args.batch
+    x = torch.randn(B, cfg["in_chans"], *cfg["crop"])
+    y0 = torch.from_numpy(block_labels(B, cfg["crop"], cfg["num_classes"]))
+    y1 = y0[:, :, 1::2, 1::2].contiguous()  # fine_downsample_labels by (1, 2, 2): index 2o + 1
+    pos = np.zeros((B, 3))
+    w = cfg["ds_weights"]
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.99, nesterov=True, weight_decay=3e-5)
+    wall, cpu, faults, losses = 0.0, 0.0, 0, []
+    for it in range(args.iters + 1):  # iteration 0 warms up
+        t0, c0, f0 = time.perf_counter(), time.process_time(), _minflt()
+        opt.zero_grad(set_to_none=True)
+        o = model(x, pos)
+        loss = w[0] * dice_ce_loss(o[0], y0) + w[1] * dice_ce_loss(o[1], y1)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 12.0)
+        opt.step()
+        losses.append(loss.item())
+        if it:
+            wall += time.perf_counter() - t0
+            cpu += time.process_time() - c0
+            faults += _minflt() - f0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    n = args.iters
+    print(f"torch_fine train-bench preset={args.preset} batch={B} threads={args.threads} iters={n} "
+          f"s_per_it={wall / n:.6f} cpu_s_per_it={cpu / n:.6f} faults_per_it={faults / n:.0f} "
+          f"loss_first={losses[0]:.6f} loss_last={losses[-1]:.6f} peak_rss_mb={rss:.0f}")
+    return 0
+
+
+def cmd_infer_bench(args):
+    """bench/infer's peer: fine-infer's work on one batch in evaluation mode under no_grad, the
+    full head's softmax; --tta: the mean of the softmax of the 8 mirrored passes, mirrored back."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    cfg = preset(args.preset)
+    model = FineTorch(cfg)
+    model.eval()
+    B = args.batch
+    x = torch.randn(B, cfg["in_chans"], *cfg["crop"])
+    pos = np.zeros((B, 3))
+    # pass `axes` flips z, y, x for its bits 1, 2, 4 (FINE_MIRROR_*), dims 2, 3, 4 here
+    passes = [tuple(2 + d for d in range(3) if axes >> d & 1) for axes in range(8 if args.tta else 1)]
+    wall, cpu, faults = 0.0, 0.0, 0
+    with torch.no_grad():
+        for it in range(args.iters + 1):  # iteration 0 warms up
+            t0, c0, f0 = time.perf_counter(), time.process_time(), _minflt()
+            prob = None
+            for dims in passes:
+                p = model(torch.flip(x, dims) if dims else x, pos)[0].softmax(1)
+                if dims:
+                    p = torch.flip(p, dims)
+                if len(passes) > 1:
+                    p = p * (1.0 / len(passes))
+                prob = p if prob is None else prob + p
+            if it:
+                wall += time.perf_counter() - t0
+                cpu += time.process_time() - c0
+                faults += _minflt() - f0
+    if not torch.isfinite(prob).all():
+        print("torch_fine.py: infer-bench: non-finite probabilities", file=sys.stderr)
+        return 1
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    n = args.iters
+    print(f"torch_fine infer-bench preset={args.preset} batch={B} threads={args.threads} "
+          f"tta={len(passes)} iters={n} s_per_batch={wall / n:.6f} cpu_s_per_batch={cpu / n:.6f} "
+          f"faults_per_batch={faults / n:.0f} peak_rss_mb={rss:.0f}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -882,9 +999,25 @@ def main(argv):
     b.add_argument("--backward", action="store_true")
     b.add_argument("--iters", type=int, default=3)
     b.add_argument("--seed", type=int, default=0)
+    t = sub.add_parser("train-bench", help="time full training iterations (Dice+CE, backward, "
+                       "clipping, Nesterov SGD) with random data, as bench/train")
+    t.add_argument("--preset", default="tiny", choices=["tiny", "small", "bcv"])
+    t.add_argument("--batch", type=int, default=2)
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--iters", type=int, default=3)
+    t.add_argument("--seed", type=int, default=0)
+    i = sub.add_parser("infer-bench", help="time evaluation-mode batches with softmax (and mirroring "
+                       "TTA), as bench/infer")
+    i.add_argument("--preset", default="tiny", choices=["tiny", "small", "bcv"])
+    i.add_argument("--batch", type=int, default=2)
+    i.add_argument("--threads", type=int, default=2)
+    i.add_argument("--tta", action="store_true", help="8 mirrored passes per batch")
+    i.add_argument("--iters", type=int, default=3)
+    i.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     try:
-        return {"parity": cmd_parity, "compare": cmd_compare, "bench": cmd_bench}[a.cmd](a)
+        return {"parity": cmd_parity, "compare": cmd_compare, "bench": cmd_bench,
+                "train-bench": cmd_train_bench, "infer-bench": cmd_infer_bench}[a.cmd](a)
     except (ValueError, OSError, fine_stream.StreamError) as ex:
         print(f"torch_fine.py: {ex}", file=sys.stderr)
         return 1
