@@ -259,9 +259,9 @@ int main(int argc, char **argv)
         int iters = quick ? bc->quick_iters : bc->iters;
         fine_config c;
         fine_config_preset(&c, bc->preset);
-        printf("  %s, batch %d%s, crop %dx%dx%d, %s: 1 warm-up + %d timed batches\n", bc->preset, bc->B,
+        printf("  %s, batch %d%s, crop %dx%dx%d, %s: 1 warm-up + %d timed batch%s\n", bc->preset, bc->B,
                bc->B == 1 ? " (fine-infer's default)" : "", c.crop[0], c.crop[1], c.crop[2],
-               bc->tta ? "tta (8 passes)" : "no tta", iters);
+               bc->tta ? "tta (8 passes)" : "no tta", iters, iters == 1 ? "" : "es");
         result f, t;
         if (run_fine(bc, iters, threads, &f) < 0) {
             printf("    fine  failed\n");

@@ -276,8 +276,8 @@ int main(int argc, char **argv)
         int iters = quick ? bc->quick_iters : bc->iters;
         fine_config c;
         fine_config_preset(&c, bc->preset);
-        printf("  %s, batch %d, crop %dx%dx%d: 1 warm-up + %d timed iterations\n", bc->preset, bc->B, c.crop[0],
-               c.crop[1], c.crop[2], iters);
+        printf("  %s, batch %d, crop %dx%dx%d: 1 warm-up + %d timed iteration%s\n", bc->preset, bc->B, c.crop[0],
+               c.crop[1], c.crop[2], iters, iters == 1 ? "" : "s");
         result f, t;
         if (run_fine(bc, iters, threads, &f) < 0) {
             printf("    fine  failed\n");
