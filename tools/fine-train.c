@@ -612,7 +612,10 @@ int main(int argc, char **argv)
     val_free(&val);
     fine_plan_free(&plan);
     fine_reader_close(src.r);
-    return rc < 0 ? fine_cli_fail(TOOL, &e) : 0;
+    if (rc < 0)
+        return fine_cli_fail(TOOL, &e);
+    /* stopped by a signal: latest.fst is saved but the run is not finished (make must see it) */
+    return stop_requested ? 128 + stop_requested : 0;
 fail_early:
     msgpack_sbuffer_destroy(&state_buf);
     val_free(&val);
