@@ -34,13 +34,46 @@ DEP_CFLAGS := $(shell pkg-config --cflags libzstd msgpack 2>/dev/null) $(BLAS_CF
 DEP_LIBS   := $(shell pkg-config --libs libzstd msgpack 2>/dev/null) $(BLAS_LIBS) \
               -lnifti2 -lznz -lz -lm -lpthread
 
+# CUDA backend: built when nvcc and cuDNN are found (CUDA=0 turns it off; the sanitizer tree
+# leaves it out, the CUDA runtime and ASan do not mix). CUDNN_HOME: a folder with include/cudnn.h
+# and lib64/ or lib/ holding libcudnn.so.9; default the CUDA folder, else the nvidia-cudnn wheel.
+CUDA_HOME ?= /usr/local/cuda
+NVCC      ?= $(CUDA_HOME)/bin/nvcc
+ifeq ($(SANITIZE),1)
+CUDA ?= 0
+endif
+ifeq ($(wildcard $(NVCC)),)
+CUDA ?= 0
+endif
+ifneq ($(CUDA),0)
+CUDNN_HOME ?= $(firstword $(foreach d,$(CUDA_HOME) $(shell $(PYTHON) -c \
+    'import nvidia.cudnn; print(list(nvidia.cudnn.__path__)[0])' 2>/dev/null),$(if $(wildcard $(d)/include/cudnn.h),$(d))))
+CUDNN_LIBDIR := $(firstword $(foreach d,lib64 lib,$(if $(wildcard $(CUDNN_HOME)/$(d)/libcudnn.so.9),$(CUDNN_HOME)/$(d))))
+ifeq ($(CUDNN_LIBDIR),)
+CUDA := 0
+$(info make: nvcc found but no cuDNN 9 (set CUDNN_HOME); building without the CUDA backend)
+else
+CUDA := 1
+endif
+endif
+ifeq ($(CUDA),1)
+CUDA_LIBDIR := $(CUDA_HOME)/lib64
+NVCCFLAGS := -std=c++17 -O2 -lineinfo -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+             -Xcompiler -Wall,-Wextra,-Werror -Ilib -I$(CUDNN_HOME)/include
+CUDA_SRC  := $(sort $(wildcard lib/nn/cuda/*.cu))
+CUDA_OBJ  := $(CUDA_SRC:%.cu=$(BUILD)/%.o)
+CUDA_DEFS := -DFINE_HAVE_CUDA
+CUDA_LIBS := -Wl,--as-needed -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcudart -lcublas \
+             $(CUDNN_LIBDIR)/libcudnn.so.9 -Wl,-rpath,$(CUDNN_LIBDIR) -lstdc++ -Wl,--no-as-needed
+endif
+
 CFLAGS  ?= -O2 -g
 ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -fopenmp -DFINE_VERSION=\"$(VERSION)\" -Wall -Wextra -Werror \
-              $(CFLAGS) $(SANFLAGS) -Ilib $(DEP_CFLAGS) -MMD -MP
+              $(CFLAGS) $(SANFLAGS) $(CUDA_DEFS) -Ilib $(DEP_CFLAGS) -MMD -MP
 ALL_LDFLAGS := -fopenmp $(SANFLAGS) $(LDFLAGS)
 
 LIB_SRC   := $(sort $(wildcard lib/*.c lib/*/*.c))
-LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CUDA_OBJ)
 LIB_A     := $(BUILD)/libfine.a
 TOOL_SRC  := $(sort $(wildcard tools/*.c))
 TOOLS     := $(TOOL_SRC:tools/%.c=$(BIN)/%)
@@ -50,14 +83,21 @@ HELP_SRC  := $(sort $(wildcard tests/helpers/*.c))
 HELPERS   := $(HELP_SRC:tests/helpers/%.c=$(BUILD)/tests/helpers/%)
 BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCHES   := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+GPU_SRC   := $(sort $(wildcard tests/gpu/*.c))
+GPUTESTS  := $(GPU_SRC:tests/gpu/%.c=$(BUILD)/tests/gpu/%)
+LINK_LIBS := $(DEP_LIBS) $(CUDA_LIBS)
 
 .PHONY: all deps test bench install clean demo
 
-all: $(LIB_A) $(TOOLS) $(UNITS) $(HELPERS) $(BENCHES)
+all: $(LIB_A) $(TOOLS) $(UNITS) $(HELPERS) $(BENCHES) $(GPUTESTS)
 
 $(BUILD)/%.o: %.c Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.cu $(wildcard lib/*.h lib/nn/*.h lib/nn/cuda/*.h) Makefile
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) $(DEP_CFLAGS) -c $< -o $@
 
 $(LIB_A): $(LIB_OBJ)
 	@rm -f $@
@@ -65,19 +105,23 @@ $(LIB_A): $(LIB_OBJ)
 
 $(BIN)/%: $(BUILD)/tools/%.o $(LIB_A) Makefile
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_LDFLAGS) $< $(LIB_A) $(DEP_LIBS) -o $@
+	$(CC) $(ALL_LDFLAGS) $< $(LIB_A) $(LINK_LIBS) -o $@
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIB_A) Makefile
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_LDFLAGS) $< $(LIB_A) $(DEP_LIBS) -o $@
+	$(CC) $(ALL_LDFLAGS) $< $(LIB_A) $(LINK_LIBS) -o $@
 
 $(BUILD)/tests/helpers/%: $(BUILD)/tests/helpers/%.o $(LIB_A) Makefile
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_LDFLAGS) $< $(LIB_A) $(DEP_LIBS) -o $@
+	$(CC) $(ALL_LDFLAGS) $< $(LIB_A) $(LINK_LIBS) -o $@
+
+$(BUILD)/tests/gpu/%: $(BUILD)/tests/gpu/%.o $(LIB_A) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) $< $(LIB_A) $(LINK_LIBS) -o $@
 
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB_A) Makefile
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_LDFLAGS) $< $(LIB_A) $(DEP_LIBS) -o $@
+	$(CC) $(ALL_LDFLAGS) $< $(LIB_A) $(LINK_LIBS) -o $@
 
 # Debian packages the build, the tests and the independent Python cross-checks need.
 DEB_PKGS := build-essential pkg-config libnifti2-dev zlib1g-dev libzstd-dev libmsgpack-dev libopenblas-dev \
@@ -96,7 +140,8 @@ deps:
 # Unit tests (C, TAP output) and bats tests; tests/run prints "N passed, N failed".
 test: all
 	@FINE_BIN=$(abspath $(BIN)) FINE_UNIT=$(abspath $(BUILD)/tests) \
-	    FINE_HELPERS=$(abspath $(BUILD)/tests/helpers) FINE_PYTHON=$(PYTHON) \
+	    FINE_HELPERS=$(abspath $(BUILD)/tests/helpers) FINE_GPUTESTS=$(abspath $(BUILD)/tests/gpu) \
+	    FINE_PYTHON=$(PYTHON) FINE_CUDA=$(CUDA) \
 	    FINE_SANITIZE=$(SANITIZE) FINE_SHARED=$(abspath ../shared) tests/run
 
 # The main job on synthetic data: fine-synth cases through the whole pipeline (pipelines/Makefile).
@@ -120,4 +165,4 @@ install: all
 clean:
 	rm -rf build bin
 
--include $(LIB_OBJ:.o=.d) $(TOOL_SRC:%.c=$(BUILD)/%.d) $(UNIT_SRC:%.c=$(BUILD)/%.d) $(HELP_SRC:%.c=$(BUILD)/%.d) $(BENCH_SRC:%.c=$(BUILD)/%.d)
+-include $(LIB_SRC:%.c=$(BUILD)/%.d) $(GPU_SRC:%.c=$(BUILD)/%.d) $(TOOL_SRC:%.c=$(BUILD)/%.d) $(UNIT_SRC:%.c=$(BUILD)/%.d) $(HELP_SRC:%.c=$(BUILD)/%.d) $(BENCH_SRC:%.c=$(BUILD)/%.d)

@@ -87,7 +87,7 @@ static void child(const bench_case *bc, int iters, int threads, int fd)
     double wall = 0, cpu = 0, faults = 0;
     for (int it = 0; it <= iters; it++) { /* iteration 0 warms up */
         double t0 = fine_now(), c0 = cpu_now(), f0 = minflt_now();
-        fine_infer_run(p, bc->B);
+        fine_infer_run(p, bc->B, &e);
         if (it > 0) {
             wall += fine_now() - t0;
             cpu += cpu_now() - c0;

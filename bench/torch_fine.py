@@ -7,16 +7,20 @@ and benchmark the C engine.
   torch_fine.py compare --model CKPT --input PATCHES.fst --logits LOGITS.fst [--grads GRADS.fst]
   torch_fine.py bench --preset tiny|small|bcv --batch B --threads N [--backward] [--iters K]
   torch_fine.py train-bench --preset tiny|small|bcv --batch B --threads N [--iters K]
+                            [--warmup W] [--device cpu|cuda[:N]] [--amp none|bf16|fp16]
   torch_fine.py infer-bench --preset tiny|small|bcv --batch B --threads N [--tta] [--iters K]
+                            [--warmup W] [--device cpu|cuda[:N]] [--amp none|bf16|fp16]
 
 As a module: FineTorch(config), load_checkpoint(path) -> (model, config),
 model(x, pos) -> (logits_full, logits_64). config is a dict with the keys of
 formats/CHECKPOINT.md (presets: preset("bcv" | "small" | "tiny")).
 
-Needs PyTorch (Debian: apt-get install python3-torch), numpy, msgpack, zstandard, and
-formats/python/fine_stream.py (found next to this file's repository). fp32 throughout.
+Needs PyTorch (Debian: apt-get install python3-torch) and numpy; parity and compare also need
+msgpack, zstandard and formats/python/fine_stream.py (found next to this file's repository).
+fp32 throughout, except train-bench and infer-bench with --amp (autocast, fp32 master weights).
 """
 import argparse
+import contextlib
 import math
 import os
 import resource
@@ -30,7 +34,23 @@ import torch.nn.functional as F
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(_HERE, "..", "formats", "python"))
-import fine_stream  # noqa: E402
+try:
+    import fine_stream  # noqa: E402
+    StreamError = fine_stream.StreamError
+except ImportError as _ex:  # the bench modes read no streams: run where zstandard is missing too
+    fine_stream, _stream_import_error = None, _ex
+
+    class StreamError(Exception):
+        pass
+
+
+def _streams():
+    """The fine_stream module, or ValueError saying what is missing (msgpack, zstandard)."""
+    if fine_stream is None:
+        raise ValueError(f"reading fine streams needs formats/python/fine_stream.py and its modules: "
+                         f"{_stream_import_error}")
+    return fine_stream
+
 
 STAGES = 4
 VT_REFERENCE, VT_CLAMP = 0, 1
@@ -524,7 +544,7 @@ def load_checkpoint(path):
     cfg = None
     vt_check = None
     params = {}
-    for rec in fine_stream.read(path):
+    for rec in _streams().read(path):
         if rec.get("type") == "model":
             if rec.get("architecture", "fine") != "fine":
                 raise ValueError(f"{path}: architecture '{rec.get('architecture')}' is not fine")
@@ -730,7 +750,7 @@ def cmd_compare(args):
     torch.set_num_threads(args.threads)
     model, cfg = load_checkpoint(args.model)
     images, poss = [], []
-    for rec in fine_stream.read(args.input):
+    for rec in _streams().read(args.input):
         if rec.get("type") == "patch":
             images.append(np.asarray(rec["array"], np.float32))
             poss.append([float(v) for v in rec["pos"]])
@@ -738,7 +758,7 @@ def cmd_compare(args):
         print(f"torch_fine: {args.input}: no patch records", file=sys.stderr)
         return 1
     heads = []
-    for rec in fine_stream.read(args.logits):
+    for rec in _streams().read(args.logits):
         if rec.get("type") == "logits":
             heads.append((np.asarray(rec["head0"], np.float32), np.asarray(rec["head1"], np.float32)))
     if len(heads) != len(images):
@@ -765,7 +785,7 @@ def cmd_compare(args):
         ref_in = []
         worst, wname, n = 0.0, "", 0
         seen = set()
-        for rec in fine_stream.read(args.grads):
+        for rec in _streams().read(args.grads):
             if rec.get("type") != "grad":
                 continue
             name, arr = rec["name"], np.asarray(rec["array"], np.float32)
@@ -887,80 +907,168 @@ def _minflt():
 # page faults cost PyTorch 3-4x its compute at the bcv crop. faults_per_it shows it.
 
 
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def bench_device(name):
+    """--device (cpu, cuda, cuda:N) as a torch.device, made ready. Raises ValueError when CUDA is
+    asked for and this PyTorch sees no such device."""
+    dev = torch.device(name)
+    if dev.type != "cuda":
+        return dev
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: this PyTorch ({torch.__version__}) sees no CUDA device")
+    if dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    if dev.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices")
+    torch.cuda.set_device(dev)
+    # TF32 off, for every CUDA run: the fp32 runs are compared with our fp32 engine, and TF32 (a
+    # 10-bit mantissa in cuBLAS matmuls and cuDNN convolutions; cuDNN's is on by default) would
+    # make PyTorch faster and less exact than fp32. Under --amp the matrix work is bf16/fp16 anyway.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return dev
+
+
+def _grad_scaler(dev, enabled):
+    """torch.amp.GradScaler (PyTorch >= 2.3), else torch.cuda.amp's. A disabled one passes
+    through: scale(loss) is loss, unscale_ and update do nothing, step(opt) is opt.step()."""
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler(dev.type, enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled)
+
+
+class BenchRun:
+    """What train-bench and infer-bench share: --device, --amp, the warm-up iterations, and the
+    timed run with what is measured over it (wall and CPU time, page faults, and on CUDA the peak
+    GPU memory). The timed run is bracketed by device synchronisations, so its wall time is the
+    GPU's work too; s_per_it is its mean over the timed iterations."""
+
+    def __init__(self, args):
+        self.dev = bench_device(args.device)
+        self.gpu = self.dev.type == "cuda"
+        self.amp_name = args.amp
+        self.amp = AMP_DTYPES[args.amp]
+        self.warmup = args.warmup if args.warmup is not None else (3 if self.gpu else 1)
+        self.n = args.iters
+
+    def autocast(self):
+        """The context a forward pass runs in: autocast to bf16/fp16, or nothing (fp32)."""
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.dev.type, dtype=self.amp)
+
+    def sync(self):
+        if self.gpu:
+            torch.cuda.synchronize(self.dev)
+
+    def start(self):
+        """Before the first timed iteration."""
+        self.sync()
+        if self.gpu:
+            torch.cuda.reset_peak_memory_stats(self.dev)
+        self.t0, self.c0, self.f0 = time.perf_counter(), time.process_time(), _minflt()
+
+    def stop(self):
+        """After the last timed iteration."""
+        self.sync()
+        self.s_per_it = (time.perf_counter() - self.t0) / self.n
+        self.cpu_per_it = (time.process_time() - self.c0) / self.n
+        self.faults_per_it = (_minflt() - self.f0) / self.n
+        if self.gpu:
+            self.gpu_alloc_mb = torch.cuda.max_memory_allocated(self.dev) / 2**20
+            self.gpu_reserved_mb = torch.cuda.max_memory_reserved(self.dev) / 2**20
+
+    def fields(self, B):
+        """The fields after the CPU-era ones of a bench line (consumers look fields up by name)."""
+        s = f" device={self.dev} amp={self.amp_name} warmup={self.warmup} patches_per_s={B / self.s_per_it:.3f}"
+        if self.gpu:
+            gpu = torch.cuda.get_device_name(self.dev).replace(" ", "_")
+            s += (f" gpu_peak_alloc_mb={self.gpu_alloc_mb:.0f} gpu_peak_reserved_mb={self.gpu_reserved_mb:.0f}"
+                  f" tf32=0 gpu={gpu} torch={torch.__version__}")
+        return s
+
+
 def cmd_train_bench(args):
     """bench/train's peer: full training iterations (forward in training mode, Dice+CE with deep
-    supervision on both heads, backward, clip_grad_norm_ 12, Nesterov SGD) on one random batch."""
+    supervision on both heads, backward, clip_grad_norm_ 12, Nesterov SGD) on one random batch.
+    --amp: the forward under autocast, the loss in fp32 on the logits, fp32 weights and SGD;
+    fp16 with a GradScaler (gradients unscaled before clipping)."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    run = BenchRun(args)
     cfg = preset(args.preset)
-    model = FineTorch(cfg)
+    model = FineTorch(cfg).to(run.dev)
     model.train()
     B = args.batch
-    x = torch.randn(B, cfg["in_chans"], *cfg["crop"])
-    y0 = torch.from_numpy(block_labels(B, cfg["crop"], cfg["num_classes"]))
+    x = torch.randn(B, cfg["in_chans"], *cfg["crop"]).to(run.dev)
+    y0 = torch.from_numpy(block_labels(B, cfg["crop"], cfg["num_classes"])).to(run.dev)
     y1 = y0[:, :, 1::2, 1::2].contiguous()  # fine_downsample_labels by (1, 2, 2): index 2o + 1
     pos = np.zeros((B, 3))
     w = cfg["ds_weights"]
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.99, nesterov=True, weight_decay=3e-5)
-    wall, cpu, faults, losses = 0.0, 0.0, 0, []
-    for it in range(args.iters + 1):  # iteration 0 warms up
-        t0, c0, f0 = time.perf_counter(), time.process_time(), _minflt()
+    scaler = _grad_scaler(run.dev, args.amp == "fp16")
+    losses = []
+    for it in range(run.warmup + run.n):
+        if it == run.warmup:
+            run.start()
         opt.zero_grad(set_to_none=True)
-        o = model(x, pos)
-        loss = w[0] * dice_ce_loss(o[0], y0) + w[1] * dice_ce_loss(o[1], y1)
-        loss.backward()
+        with run.autocast():
+            o = model(x, pos)
+        loss = w[0] * dice_ce_loss(o[0].float(), y0) + w[1] * dice_ce_loss(o[1].float(), y1)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
         nn.utils.clip_grad_norm_(model.parameters(), 12.0)
-        opt.step()
-        losses.append(loss.item())
-        if it:
-            wall += time.perf_counter() - t0
-            cpu += time.process_time() - c0
-            faults += _minflt() - f0
+        scaler.step(opt)
+        scaler.update()
+        losses.append(loss.detach())  # read after the run: no synchronisation per iteration
+    run.stop()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    n = args.iters
-    print(f"torch_fine train-bench preset={args.preset} batch={B} threads={args.threads} iters={n} "
-          f"s_per_it={wall / n:.6f} cpu_s_per_it={cpu / n:.6f} faults_per_it={faults / n:.0f} "
-          f"loss_first={losses[0]:.6f} loss_last={losses[-1]:.6f} peak_rss_mb={rss:.0f}")
+    print(f"torch_fine train-bench preset={args.preset} batch={B} threads={args.threads} iters={run.n} "
+          f"s_per_it={run.s_per_it:.6f} cpu_s_per_it={run.cpu_per_it:.6f} "
+          f"faults_per_it={run.faults_per_it:.0f} loss_first={losses[0].item():.6f} loss_last={losses[-1].item():.6f} peak_rss_mb={rss:.0f}"
+          + run.fields(B))
     return 0
 
 
 def cmd_infer_bench(args):
     """bench/infer's peer: fine-infer's work on one batch in evaluation mode under no_grad, the
-    full head's softmax; --tta: the mean of the softmax of the 8 mirrored passes, mirrored back."""
+    full head's softmax; --tta: the mean of the softmax of the 8 mirrored passes, mirrored back.
+    --amp: the forward under autocast, the softmax in fp32."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    run = BenchRun(args)
     cfg = preset(args.preset)
-    model = FineTorch(cfg)
+    model = FineTorch(cfg).to(run.dev)
     model.eval()
     B = args.batch
-    x = torch.randn(B, cfg["in_chans"], *cfg["crop"])
+    x = torch.randn(B, cfg["in_chans"], *cfg["crop"]).to(run.dev)
     pos = np.zeros((B, 3))
     # pass `axes` flips z, y, x for its bits 1, 2, 4 (FINE_MIRROR_*), dims 2, 3, 4 here
     passes = [tuple(2 + d for d in range(3) if axes >> d & 1) for axes in range(8 if args.tta else 1)]
-    wall, cpu, faults = 0.0, 0.0, 0
     with torch.no_grad():
-        for it in range(args.iters + 1):  # iteration 0 warms up
-            t0, c0, f0 = time.perf_counter(), time.process_time(), _minflt()
+        for it in range(run.warmup + run.n):
+            if it == run.warmup:
+                run.start()
             prob = None
             for dims in passes:
-                p = model(torch.flip(x, dims) if dims else x, pos)[0].softmax(1)
+                with run.autocast():
+                    logits = model(torch.flip(x, dims) if dims else x, pos)[0]
+                p = logits.float().softmax(1)
                 if dims:
                     p = torch.flip(p, dims)
                 if len(passes) > 1:
                     p = p * (1.0 / len(passes))
                 prob = p if prob is None else prob + p
-            if it:
-                wall += time.perf_counter() - t0
-                cpu += time.process_time() - c0
-                faults += _minflt() - f0
+        run.stop()
     if not torch.isfinite(prob).all():
         print("torch_fine.py: infer-bench: non-finite probabilities", file=sys.stderr)
         return 1
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    n = args.iters
     print(f"torch_fine infer-bench preset={args.preset} batch={B} threads={args.threads} "
-          f"tta={len(passes)} iters={n} s_per_batch={wall / n:.6f} cpu_s_per_batch={cpu / n:.6f} "
-          f"faults_per_batch={faults / n:.0f} peak_rss_mb={rss:.0f}")
+          f"tta={len(passes)} iters={run.n} s_per_batch={run.s_per_it:.6f} "
+          f"cpu_s_per_batch={run.cpu_per_it:.6f} faults_per_batch={run.faults_per_it:.0f} peak_rss_mb={rss:.0f}" + run.fields(B))
     return 0
 
 
@@ -1014,11 +1122,29 @@ def main(argv):
     i.add_argument("--tta", action="store_true", help="8 mirrored passes per batch")
     i.add_argument("--iters", type=int, default=3)
     i.add_argument("--seed", type=int, default=0)
+    for q in (t, i):
+        q.add_argument("--warmup", type=int, help="untimed iterations before the timed ones "
+                       "(default 1 on CPU, 3 on CUDA)")
+        q.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+        q.add_argument("--amp", default="none", choices=list(AMP_DTYPES),
+                       help="CUDA: autocast the forward to bf16 or fp16 (fp16 with a GradScaler); "
+                       "default none (fp32, TF32 off)")
     a = ap.parse_args(argv)
+    if a.cmd in ("train-bench", "infer-bench"):
+        if a.iters < 1 or (a.warmup is not None and a.warmup < 0):
+            ap.error("--iters must be at least 1 and --warmup at least 0")
+        try:
+            dev = torch.device(a.device)
+        except RuntimeError:
+            dev = None
+        if dev is None or dev.type not in ("cpu", "cuda"):
+            ap.error(f"--device {a.device}: expected cpu, cuda or cuda:N")
+        if dev.type == "cpu" and a.amp != "none":  # CPU autocast (1.13) fails in layer_norm
+            ap.error(f"--amp {a.amp} needs --device cuda")
     try:
         return {"parity": cmd_parity, "compare": cmd_compare, "bench": cmd_bench,
                 "train-bench": cmd_train_bench, "infer-bench": cmd_infer_bench}[a.cmd](a)
-    except (ValueError, OSError, fine_stream.StreamError) as ex:
+    except (ValueError, OSError, StreamError) as ex:
         print(f"torch_fine.py: {ex}", file=sys.stderr)
         return 1
 

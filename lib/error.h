@@ -6,6 +6,10 @@
 
 #include <stddef.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define FINE_ERR_MAX 512
 
 /* code: 0 for an ordinary failure; FINE_ERR_PIPE when the output pipe was closed by its
@@ -27,5 +31,9 @@ void fine_err_prefix(fine_err *e, const char *prefix);
 /* 1 when msg already starts with the file name `name` ("NAME: ..." or "NAME/..."; "-" matches
  * the stream's "stdin: " and "stdout: "), so a tool knows whether to prefix it. */
 int fine_err_names_file(const char *msg, const char *name);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -9,6 +9,10 @@
 
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct fine_geometry {
     /* The current grid. */
     int64_t size[3];     /* (z, y, x) voxels */
@@ -44,5 +48,9 @@ void fine_geometry_original_affine(const fine_geometry *g, double a[4][4]);
  * resampling (voxel centres of the current grid spread evenly over the crop box, as
  * nnU-Net's resize does: original index = lo + (c + 0.5) * extent / size - 0.5). */
 void fine_geometry_current_affine(const fine_geometry *g, double a[4][4]);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

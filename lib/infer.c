@@ -2,6 +2,8 @@
  * (fine-reference B 5.6). */
 #include "infer.h"
 
+#include "nn/backend.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,9 +99,15 @@ struct fine_infer {
     float *prob;             /* (B, K, crop) results */
     float *sm;               /* (K, crop) one patch's softmax of one TTA pass */
     int64_t *pos;            /* (B, 3) */
+    float *lg;               /* device backends: head 0's logits brought to the host */
 };
 
 fine_infer *fine_infer_new(fine_model *m, int batch, int tta, fine_err *e)
+{
+    return fine_infer_new_on(fine_backend_cpu(), m, batch, tta, e);
+}
+
+fine_infer *fine_infer_new_on(const fine_backend *be, fine_model *m, int batch, int tta, fine_err *e)
 {
     fine_infer *p = calloc(1, sizeof *p);
     if (!p) {
@@ -117,9 +125,13 @@ fine_infer *fine_infer_new(fine_model *m, int batch, int tta, fine_err *e)
     int64_t n = p->dims[0] * p->dims[1] * p->dims[2];
     p->vox_in = p->C * n;
     p->vox_out = p->K * n;
-    p->net = fine_net_plan(m, batch, e);
+    p->net = fine_net_plan_on(be, m, batch, e);
     if (!p->net) {
         free(p);
+        return NULL;
+    }
+    if (fine_net_load_params(p->net, m, e) < 0) {
+        fine_infer_free(p);
         return NULL;
     }
     size_t in_bytes = (size_t)(p->vox_in * batch) * sizeof(float);
@@ -131,7 +143,9 @@ fine_infer *fine_infer_new(fine_model *m, int batch, int tta, fine_err *e)
         p->xm = aligned_alloc(64, in_bytes);
         p->sm = aligned_alloc(64, (size_t)p->vox_out * sizeof(float));
     }
-    if (!p->x || !p->prob || !p->pos || (tta && (!p->xm || !p->sm))) {
+    if (be->is_device)
+        p->lg = aligned_alloc(64, out_bytes);
+    if (!p->x || !p->prob || !p->pos || (tta && (!p->xm || !p->sm)) || (be->is_device && !p->lg)) {
         fine_infer_free(p);
         fine_err_set(e, "out of memory (%.1f MB of patch buffers for batch %d)",
                      (double)(2 * in_bytes + out_bytes) / 1e6, batch);
@@ -151,6 +165,7 @@ void fine_infer_free(fine_infer *p)
     free(p->prob);
     free(p->sm);
     free(p->pos);
+    free(p->lg);
     free(p);
 }
 
@@ -179,7 +194,15 @@ int64_t fine_infer_prob_numel(const fine_infer *p)
     return p->vox_out;
 }
 
-void fine_infer_run(fine_infer *p, int n)
+/* Head 0's logits of the last forward on the host. */
+static const float *logits(fine_infer *p, fine_err *e)
+{
+    if (!p->lg)
+        return fine_net_logits(p->net, 0);
+    return fine_net_logits_host(p->net, 0, p->lg, e) < 0 ? NULL : p->lg;
+}
+
+int fine_infer_run(fine_infer *p, int n, fine_err *e)
 {
     int64_t nvox = p->dims[0] * p->dims[1] * p->dims[2];
     /* a short batch: pad with copies of its first patch, whose results are not read */
@@ -189,20 +212,25 @@ void fine_infer_run(fine_infer *p, int n)
     }
     if (!p->tta) {
         fine_net_forward(p->net, p->m, p->x, p->pos, 0, 0);
-        const float *lg = fine_net_logits(p->net, 0);
+        const float *lg = logits(p, e);
+        if (!lg)
+            return -1;
         for (int b = 0; b < n; b++)
             fine_softmax_channels(p->prob + b * p->vox_out, lg + b * p->vox_out, p->K, nvox);
-        return;
+        return 0;
     }
     memset(p->prob, 0, (size_t)(p->vox_out * n) * sizeof(float));
     for (unsigned axes = 0; axes < 8; axes++) {
         for (int b = 0; b < p->B; b++)
             fine_mirror(p->xm + b * p->vox_in, p->x + b * p->vox_in, p->C, p->dims, axes);
         fine_net_forward(p->net, p->m, p->xm, p->pos, 0, 0); /* the unmirrored pos (A4) */
-        const float *lg = fine_net_logits(p->net, 0);
+        const float *lg = logits(p, e);
+        if (!lg)
+            return -1;
         for (int b = 0; b < n; b++) {
             fine_softmax_channels(p->sm, lg + b * p->vox_out, p->K, nvox);
             fine_mirror_accumulate(p->prob + b * p->vox_out, p->sm, p->K, p->dims, axes, 0.125f);
         }
     }
+    return 0;
 }

@@ -34,6 +34,10 @@ typedef struct fine_infer fine_infer;
 /* Plans the network for `batch` patches; tta: 8 mirrored passes instead of 1. NULL with e set
  * when out of memory. m must outlive the predictor; forwards update m->vt_check (B 2.7). */
 fine_infer *fine_infer_new(fine_model *m, int batch, int tta, fine_err *e);
+/* The same on backend be (backend.h): the network and its parameters live there; patches,
+ * positions and probabilities stay in host memory. */
+typedef struct fine_backend fine_backend;
+fine_infer *fine_infer_new_on(const fine_backend *be, fine_model *m, int batch, int tta, fine_err *e);
 void fine_infer_free(fine_infer *p);
 
 /* Where patch b (0 <= b < batch) of the next run is put: in_chans x crop floats, and its
@@ -43,8 +47,9 @@ int64_t *fine_infer_pos(fine_infer *p, int b);
 
 /* Predicts the first n (1..batch) patches put; the remaining slots are padded with copies of
  * the first and their results discarded. Afterwards fine_infer_prob(p, b), b < n, holds
- * patch b's probabilities (num_classes x crop floats, valid until the next run). */
-void fine_infer_run(fine_infer *p, int n);
+ * patch b's probabilities (num_classes x crop floats, valid until the next run). 0, or -1
+ * with e set when the backend failed. */
+int fine_infer_run(fine_infer *p, int n, fine_err *e);
 const float *fine_infer_prob(const fine_infer *p, int b);
 
 /* Elements per patch of the input and of the probabilities. */

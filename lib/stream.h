@@ -20,6 +20,10 @@
 #include "geometry.h"
 #include "tensor.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define FINE_FORMAT_NAME "fine-stream"
 #define FINE_FORMAT_MAJOR 1
 #define FINE_FORMAT_MINOR 0
@@ -140,5 +144,9 @@ int fine_writer_put_record(fine_writer *w, const fine_record *rec, fine_err *e);
 int fine_writer_close(fine_writer *w, fine_err *e);
 /* Abandons the output: removes the temporary file, frees w. */
 void fine_writer_abort(fine_writer *w);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -8,6 +8,10 @@
 
 #include "error.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "fine assumes a little-endian host (the stream format is little-endian)"
 #endif
@@ -68,5 +72,9 @@ void fine_tensor_range(const fine_tensor *t, double *min, double *max);
 /* IEEE 754 binary16 <-> binary32, round to nearest even, with subnormals, inf and NaN. */
 float fine_f16_to_f32(uint16_t h);
 uint16_t fine_f32_to_f16(float f);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -7,6 +7,7 @@
 
 #include "cli.h"
 #include "infer.h"
+#include "nn/backend.h"
 #include "nn/checkpoint.h"
 #include "nn/fine_model.h"
 #include "nn/ops.h"
@@ -32,7 +33,7 @@ static void usage(void)
            "  --batch N          patches per forward pass, 1..64 (default 1)\n"
            "  --tta              mirroring test-time augmentation (8 passes per patch)\n"
            "  --dtype f16|f32    probability dtype (default f16, as nnU-Net's npz)\n"
-           "  --device cpu       where to run (this build: cpu only)\n"
+           "  --device D         cpu (default), cuda or cuda:N (builds with the CUDA backend)\n"
            "  --threads N        threads (default: all cores)\n"
            "  -f, --force        overwrite OUT\n"
            "  -q, --quiet        no progress line\n"
@@ -45,7 +46,7 @@ static void usage(void)
 }
 
 typedef struct options {
-    const char *model, *in, *out;
+    const char *model, *in, *out, *device;
     int batch, tta, force, quiet, progress, threads;
     fine_dtype dtype;
 } options;
@@ -130,7 +131,8 @@ static int flush(state *s, fine_err *e)
 {
     if (s->nb == 0)
         return 0;
-    fine_infer_run(s->inf, s->nb);
+    if (fine_infer_run(s->inf, s->nb, e) < 0)
+        return -1;
     const fine_config *c = &s->m->cfg;
     int64_t n = fine_infer_prob_numel(s->inf);
     for (int b = 0; b < s->nb; b++) {
@@ -185,7 +187,10 @@ static int run(fine_model *m, const options *o, int argc, char **argv)
         return fine_cli_fail(TOOL, &e);
     }
     int rc = fine_writer_header(s.w, fine_reader_provenance(s.r), TOOL, argc, argv, &e);
-    if (rc == 0 && !(s.inf = fine_infer_new(m, o->batch, o->tta, &e)))
+    fine_backend *be = NULL;
+    if (rc == 0 && !(be = fine_backend_open(o->device, &e)))
+        rc = -1;
+    if (rc == 0 && !(s.inf = fine_infer_new_on(be, m, o->batch, o->tta, &e)))
         rc = -1;
     if (rc == 0) {
         s.slots = calloc((size_t)o->batch, sizeof *s.slots);
@@ -221,6 +226,7 @@ static int run(fine_model *m, const options *o, int argc, char **argv)
     }
     fine_progress_done(&s.pg);
     fine_infer_free(s.inf);
+    fine_backend_close(be);
     free(s.slots);
     free(s.half);
     fine_reader_close(s.r);
@@ -250,7 +256,7 @@ int main(int argc, char **argv)
     memset(&o, 0, sizeof o);
     o.batch = 1;
     o.dtype = FINE_F16;
-    int cuda = 0;
+    o.device = "cpu";
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":fqh", opts, NULL)) != -1) {
@@ -272,12 +278,9 @@ int main(int argc, char **argv)
                 return fine_cli_usage(TOOL, "--dtype must be f16 or f32, not '%s'", optarg);
             break;
         case O_DEVICE:
-            if (strcmp(optarg, "cuda") == 0 || strncmp(optarg, "cuda:", 5) == 0)
-                cuda = 1;
-            else if (strcmp(optarg, "cpu") != 0)
+            if (strcmp(optarg, "cpu") != 0 && strcmp(optarg, "cuda") != 0 && strncmp(optarg, "cuda:", 5) != 0)
                 return fine_cli_usage(TOOL, "--device must be cpu or cuda[:N], not '%s'", optarg);
-            else
-                cuda = 0;
+            o.device = optarg;
             break;
         case O_THREADS:
             if (fine_parse_i64(optarg, &v) < 0 || v > 1024)
@@ -301,10 +304,6 @@ int main(int argc, char **argv)
         return fine_cli_usage(TOOL, "--model CKPT is required");
     o.in = npos >= 1 ? argv[optind] : "-";
     o.out = npos == 2 ? argv[optind + 1] : "-";
-    if (cuda) {
-        fprintf(stderr, "%s: --device cuda: this fine was not built with CUDA (use --device cpu)\n", TOOL);
-        return FINE_EXIT_FAIL;
-    }
     fine_nn_set_threads(o.threads);
     fine_err e = {0};
     fine_model m;

@@ -12,6 +12,7 @@
 #include "nn/checkpoint.h"
 #include "nn/fine_model.h"
 #include "nn/ops.h"
+#include "nn/backend.h"
 #include "nn/train.h"
 #include "stream.h"
 
@@ -60,7 +61,8 @@ static void usage(void)
            "  --seed S             init and drop-path seed (default 12345)\n"
            "  --save-every N       epochs between latest.fst (default 50)\n"
            "  --log FILE           one JSON object per epoch (appended to on --resume)\n"
-           "  --threads N          threads (default: all cores)\n"
+           "  --threads N          CPU threads (default: all cores)\n"
+           "  --device D           cpu (default), cuda or cuda:N (builds with the CUDA backend)\n"
            "  -q, --quiet          no progress line and no epoch lines\n"
            "  --progress           a progress line even when stderr is not a terminal\n"
            "  -f, --force          accepted (checkpoints in DIR are always replaced)\n"
@@ -73,9 +75,11 @@ static void usage(void)
            "  fine-train --resume run/latest.fst -o run/ batches.fst\n");
 }
 
-static int save(const char *dir, const char *name, const fine_model *m, const fine_trainer *t,
+static int save(const char *dir, const char *name, fine_model *m, fine_trainer *t,
                 const fine_train_opts *o, int epoch, int argc, char **argv, fine_err *e)
 {
+    if (fine_trainer_pull(t, m, e) < 0)
+        return -1;
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     fine_writer *w = fine_writer_open(path, 1, e);
@@ -324,8 +328,8 @@ static int run(fine_model *m, fine_trainer *t, fine_train_opts *o, batch_src *sr
     double loss_sum = 0, t0 = fine_now(), t_epoch = t0, last_dice = NAN;
     int64_t start = t->iteration, n = 0;
     if (!a->quiet)
-        fprintf(stderr, "%s: %zu parameters, activations %.2f GB, %lld iterations to go%s\n", TOOL,
-                fine_model_live_params(m), (double)fine_net_bytes(t->net) / 1e9,
+        fprintf(stderr, "%s: %s, %zu parameters, activations %.2f GB, %lld iterations to go%s\n", TOOL,
+                t->be->name, fine_model_live_params(m), (double)fine_net_bytes(t->net) / 1e9,
                 (long long)(total - t->iteration), val ? "" : " (no --val: no best.fst)");
     while (rc == 0 && t->iteration < total && !stop_requested) {
         int got = read_batch(src, c, B, x, labels, pos, &skip, e);
@@ -341,6 +345,10 @@ static int run(fine_model *m, fine_trainer *t, fine_train_opts *o, batch_src *sr
         epoch = (int)(t->iteration / o->iters_per_epoch);
         double lr = fine_poly_lr(o->lr, epoch, o->epochs), gnorm;
         double loss = fine_train_step(t, m, o, x, labels, pos, lr, &gnorm);
+        if (fine_trainer_check(t, e) < 0) {
+            rc = -1;
+            break;
+        }
         loss_sum += loss;
         n++;
         char what[160];
@@ -453,6 +461,7 @@ int main(int argc, char **argv)
     fine_cli_omp_passive(argv);
     fine_cli_init();
     const char *preset = NULL, *config = NULL, *planpath = NULL, *resume = NULL, *valpath = NULL;
+    const char *device = "cpu";
     char *sets[64];
     int nsets = 0, threads = 0;
     run_args a = {.B = 2, .save_every = 50, .argc = argc, .argv = argv};
@@ -468,7 +477,7 @@ int main(int argc, char **argv)
         {"weight-decay", required_argument, 0, 'W'}, {"clip", required_argument, 0, 'C'},
         {"seed", required_argument, 0, 'S'},   {"save-every", required_argument, 0, 'v'},
         {"log", required_argument, 0, 'L'},    {"threads", required_argument, 0, 't'},
-        {"quiet", no_argument, 0, 'q'},        {"progress", no_argument, 0, 'P'},
+        {"device", required_argument, 0, 'D'}, {"quiet", no_argument, 0, 'q'},        {"progress", no_argument, 0, 'P'},
         {"force", no_argument, 0, 'f'},        {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},      {0, 0, 0, 0}};
     int ch;
@@ -488,6 +497,11 @@ int main(int argc, char **argv)
         case 'r': resume = optarg; break;
         case 'o': a.outdir = optarg; break;
         case 'L': a.logpath = optarg; break;
+        case 'D':
+            if (strcmp(optarg, "cpu") != 0 && strcmp(optarg, "cuda") != 0 && strncmp(optarg, "cuda:", 5) != 0)
+                return fine_cli_usage(TOOL, "--device must be cpu or cuda[:N], not '%s'", optarg);
+            device = optarg;
+            break;
         case 'E':
         case 'I':
         case 'b':
@@ -587,8 +601,14 @@ int main(int argc, char **argv)
         fine_model_free(&m);
         goto fail_early;
     }
-    if (fine_trainer_init(&t, &m, a.B, &e) < 0) {
+    fine_backend *be = fine_backend_open(device, &e);
+    if (!be) {
         fine_model_free(&m);
+        goto fail_early;
+    }
+    if (fine_trainer_init_on(&t, be, &m, a.B, &e) < 0) {
+        fine_model_free(&m);
+        fine_backend_close(be);
         goto fail_early;
     }
     if (resume) {
@@ -601,13 +621,21 @@ int main(int argc, char **argv)
             msgpack_unpacked_destroy(&up);
             fine_trainer_free(&t);
             fine_model_free(&m);
+            fine_backend_close(be);
             goto fail_early;
         }
         msgpack_unpacked_destroy(&up);
     }
+    if (fine_trainer_push(&t, &m, &e) < 0) {
+        fine_trainer_free(&t);
+        fine_model_free(&m);
+        fine_backend_close(be);
+        goto fail_early;
+    }
     msgpack_sbuffer_destroy(&state_buf);
     rc = run(&m, &t, &o, &src, valpath ? &val : NULL, epoch, &a, &e);
     fine_trainer_free(&t);
+    fine_backend_close(be);
     fine_model_free(&m);
     val_free(&val);
     fine_plan_free(&plan);

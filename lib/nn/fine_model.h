@@ -13,6 +13,10 @@
 
 #include "error.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define FINE_STAGES 4
 #define FINE_NAME_LEN 96
 
@@ -93,5 +97,9 @@ size_t fine_model_reference_params(const fine_config *c);
 
 /* pos2vtpos (B 3.4 with A3): the 4 volume-token indices for a crop position pos (z, y, x). */
 void fine_pos_to_vt(const fine_config *c, const int64_t pos[3], int out[4]);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/backend.h"
 #include "nn/ops.h"
 
 #define NVT 4 /* volume tokens read per sample (B 2.5) */
@@ -33,6 +34,7 @@ typedef struct block_acts {
     float *fc1, *act;                 /* (B*L, hidden) before and after GELU */
     float *out;                       /* (B*L, C) */
     float *dpx1, *dpx2;               /* (B) drop-path scales of the two residual branches */
+    int dp_on;                        /* drop path active in the last forward (train, rate > 0) */
     /* memory-token branch (has_gt) */
     int has_gt;
     float *g1, *gln, *gln_mean, *gln_rstd, *gfc1, *gact, *g2; /* (Bw, C|hidden) */
@@ -59,6 +61,13 @@ typedef struct conv_act {
 struct fine_net {
     int B;
     const fine_model *m; /* for shapes only */
+    const fine_backend *be;
+    float *w;            /* device backends: the parameters (fine_net_load_params); CPU: NULL, m->w is used */
+    int64_t *relpos;     /* the relative position index in the backend's memory */
+    int *vt_dev;         /* volume-token indices of the last forward, in the backend's memory */
+    float *xdev;         /* device backends: the uploaded input */
+    float *dp_host;      /* host mirror of the drop-path scales, [dp_first, dp_end) of the arena */
+    char *dp_first, *dp_end;
     /* patch embedding */
     const float *x;      /* the input of the last forward (caller's) */
     conv_act c1, c2, c3, c4;
@@ -88,7 +97,8 @@ struct fine_net {
     size_t conv_scratch_n;
     float *ga, *gb, *gc, *gd, *ge; /* each max_act floats */
     float *gw1, *gw2, *gw3, *gw4, *gw5; /* window-sized: max over stages of Bw*T*3C etc. */
-    size_t max_act, max_win;
+    float *gatt;                        /* the backend's attention-backward scratch */
+    size_t max_act, max_win, att_scratch_n;
     char *arena;
     size_t bytes;
 };
@@ -118,8 +128,8 @@ static int64_t hidden_of(const fine_model *m, int64_t C)
     return (int64_t)(m->cfg.mlp_ratio * (double)C);
 }
 
-static void plan_layer(fine_net *n, layer_acts *la, bump *b, const fine_stage_dims *s, const char *prefix,
-                       int index, int depth)
+static void plan_layer(fine_net *n, layer_acts *la, bump *b, bump *d, const fine_stage_dims *s,
+                       const char *prefix, int index, int depth)
 {
     const fine_model *m = n->m;
     int64_t B = n->B, L = tokens(s), C = s->C, h = s->heads, N = (int64_t)s->ws * s->ws * s->ws;
@@ -148,8 +158,8 @@ static void plan_layer(fine_net *n, layer_acts *la, bump *b, const fine_stage_di
         k->fc1 = take(b, (size_t)(B * L * hid));
         k->act = take(b, (size_t)(B * L * hid));
         k->out = take(b, (size_t)(B * L * C));
-        k->dpx1 = take(b, (size_t)B);
-        k->dpx2 = take(b, (size_t)B);
+        k->dpx1 = take(d, (size_t)B);
+        k->dpx2 = take(d, (size_t)B);
         k->has_gt = j < depth - 1;
         if (k->has_gt) {
             k->g1 = take(b, (size_t)(Bw * C));
@@ -164,8 +174,8 @@ static void plan_layer(fine_net *n, layer_acts *la, bump *b, const fine_stage_di
             k->uatt = take(b, (size_t)(B * h * U * U));
             k->uao = take(b, (size_t)(B * U * C));
             k->upo = take(b, (size_t)(B * U * C));
-            k->dpg1 = take(b, (size_t)Bw);
-            k->dpg2 = take(b, (size_t)Bw);
+            k->dpg1 = take(d, (size_t)Bw);
+            k->dpg2 = take(d, (size_t)Bw);
             k->gnext = take(b, (size_t)(Bw * C));
         }
         size_t win = (size_t)(Bw * T * 3 * C);
@@ -182,6 +192,16 @@ static void plan_layer(fine_net *n, layer_acts *la, bump *b, const fine_stage_di
         size_t act = (size_t)(B * L * hid);
         if (act > n->max_act)
             n->max_act = act;
+        fine_attn_shape as = {Bw, T, C, (int)h, 1, s->shift ? s->nW : 0};
+        size_t att = n->be->attention_scratch(n->be->ctx, &as);
+        if (att > n->att_scratch_n)
+            n->att_scratch_n = att;
+        if (k->has_gt) {
+            fine_attn_shape us = {B, U, C, (int)h, 0, 0};
+            att = n->be->attention_scratch(n->be->ctx, &us);
+            if (att > n->att_scratch_n)
+                n->att_scratch_n = att;
+        }
     }
 }
 
@@ -193,7 +213,7 @@ static void need_act(fine_net *n, size_t v)
 
 static void need_conv(fine_net *n, const fine_conv3d_shape *s)
 {
-    size_t v = fine_conv3d_scratch(s);
+    size_t v = n->be->conv3d_scratch(n->be->ctx, s);
     if (v > n->conv_scratch_n)
         n->conv_scratch_n = v;
 }
@@ -221,12 +241,12 @@ static conv_act conv_plan(fine_net *n, bump *b, int64_t Cin, const int64_t in_re
     return c;
 }
 
-static void plan(fine_net *n, bump *b)
+static void plan(fine_net *n, bump *b, bump *d)
 {
     const fine_model *m = n->m;
     const fine_config *c = &m->cfg;
     int64_t B = n->B, E = c->embed_dim, H = E / 2, K = c->num_classes;
-    n->max_act = n->max_win = n->conv_scratch_n = 0;
+    n->max_act = n->max_win = n->conv_scratch_n = n->att_scratch_n = 0;
 
     /* patch embedding: conv k3 stride (2,2,2) -> GELU -> LN, conv k3 -> GELU -> LN,
      * conv k3 stride (1,2,2) -> GELU -> LN, conv k3 -> LN (B 1.2 rows 2-7) */
@@ -265,7 +285,7 @@ static void plan(fine_net *n, bump *b)
     for (int i = 0; i < FINE_STAGES; i++) {
         const fine_stage_dims *s = &m->enc[i];
         int64_t L = tokens(s), C = s->C;
-        plan_layer(n, &n->enc[i], b, s, enc_prefix, i, c->depths[i]);
+        plan_layer(n, &n->enc[i], b, d, s, enc_prefix, i, c->depths[i]);
         n->skip[i] = take(b, (size_t)(B * L * C));
         n->skip_mean[i] = take(b, (size_t)(B * L));
         n->skip_rstd[i] = take(b, (size_t)(B * L));
@@ -291,11 +311,11 @@ static void plan(fine_net *n, bump *b)
         memset(u, 0, sizeof *u);
         u->B = B, u->Cin = 2 * C, u->D = s->res[0] / 2, u->H = s->res[1] / 2, u->W = s->res[2] / 2;
         u->Cout = C, u->k[0] = u->k[1] = u->k[2] = 2, u->out_channels_last = 1;
-        if (fine_convT3d_scratch(u) > n->conv_scratch_n)
-            n->conv_scratch_n = fine_convT3d_scratch(u);
+        if (n->be->convT3d_scratch(n->be->ctx, u) > n->conv_scratch_n)
+            n->conv_scratch_n = n->be->convT3d_scratch(n->be->ctx, u);
         n->up[k] = take(b, (size_t)(B * L * C));
         n->dec_in[k] = take(b, (size_t)(B * L * C));
-        plan_layer(n, &n->dec[k], b, s, dec_prefix, k, c->dec_depths[FINE_STAGES - 2 - k]);
+        plan_layer(n, &n->dec[k], b, d, s, dec_prefix, k, c->dec_depths[FINE_STAGES - 2 - k]);
     }
     for (int h = 0; h < 2; h++) {
         const fine_stage_dims *s = &m->dec[h];
@@ -305,8 +325,8 @@ static void plan(fine_net *n, bump *b)
         t->Cout = K;
         t->k[0] = c->patch[0] * (h + 1), t->k[1] = c->patch[1], t->k[2] = c->patch[2];
         t->out_channels_last = 0;
-        if (fine_convT3d_scratch(t) > n->conv_scratch_n)
-            n->conv_scratch_n = fine_convT3d_scratch(t);
+        if (n->be->convT3d_scratch(n->be->ctx, t) > n->conv_scratch_n)
+            n->conv_scratch_n = n->be->convT3d_scratch(n->be->ctx, t);
         size_t numel = (size_t)(B * K * t->D * t->k[0] * t->H * t->k[1] * t->W * t->k[2]);
         n->logits[h] = take(b, numel);
         need_act(n, numel);
@@ -322,9 +342,27 @@ static void plan(fine_net *n, bump *b)
     n->gw3 = take(b, n->max_win);
     n->gw4 = take(b, n->max_win);
     n->gw5 = take(b, n->max_win);
+    n->gatt = take(b, n->att_scratch_n);
+    if (n->be->is_device) {
+        n->w = take(b, n->m->nfloats);
+        n->xdev = take(b, (size_t)(B * c->in_chans * c->crop[0] * c->crop[1] * c->crop[2]));
+        size_t N = (size_t)c->window * c->window * c->window; /* m->relpos's size */
+        n->relpos = (int64_t *)take(b, N * N * 2); /* int64: two floats each */
+        n->vt_dev = (int *)take(b, (size_t)B * NVT);
+    }
 }
 
-fine_net *fine_net_plan(const fine_model *m, int B, fine_err *e)
+/* Sizes (base NULL) or places (base set) every buffer: activations from b, drop-path scales
+ * from d (kept together so one upload sends them). */
+static size_t plan_sizes(fine_net *n, size_t *dp_bytes)
+{
+    bump b = {NULL, 0}, d = {NULL, 0};
+    plan(n, &b, &d);
+    *dp_bytes = d.off;
+    return b.off + d.off;
+}
+
+fine_net *fine_net_plan_on(const fine_backend *be, const fine_model *m, int B, fine_err *e)
 {
     fine_net *n = calloc(1, sizeof *n);
     if (!n) {
@@ -333,48 +371,88 @@ fine_net *fine_net_plan(const fine_model *m, int B, fine_err *e)
     }
     n->B = B;
     n->m = m;
-    bump b = {NULL, 0};
-    plan(n, &b);
-    n->bytes = b.off;
-    n->arena = aligned_alloc(64, (b.off + 63) / 64 * 64);
+    n->be = be;
+    size_t dp_bytes;
+    size_t total = plan_sizes(n, &dp_bytes);
+    n->bytes = total;
+    n->arena = be->alloc(be->ctx, total);
+    n->dp_host = malloc(dp_bytes ? dp_bytes : 1);
     n->vt = calloc((size_t)B * NVT, sizeof(int));
-    if (!n->arena || !n->vt) {
-        fine_err_set(e, "out of memory: activations for batch %d need %.2f GB", B, (double)b.off / 1e9);
-        free(n->arena);
-        free(n->vt);
-        free(n);
+    float *mask_host = NULL;
+    if (!n->arena || !n->dp_host || !n->vt) {
+        fine_err_set(e, "out of memory on %s: activations for batch %d need %.2f GB", be->name, B,
+                     (double)total / 1e9);
+        fine_net_free(n);
         return NULL;
     }
-    b.base = n->arena;
-    b.off = 0;
-    plan(n, &b);
-    for (int i = 0; i < FINE_STAGES; i++)
-        if (n->enc[i].mask)
-            fine_shift_mask(n->enc[i].mask, m->enc[i].res[0], m->enc[i].res[1], m->enc[i].res[2],
-                            m->enc[i].ws, m->enc[i].shift);
-    for (int k = 0; k < FINE_STAGES - 1; k++)
-        if (n->dec[k].mask)
-            fine_shift_mask(n->dec[k].mask, m->dec[k].res[0], m->dec[k].res[1], m->dec[k].res[2],
-                            m->dec[k].ws, m->dec[k].shift);
+    bump b = {n->arena, 0}, d = {n->arena + (total - dp_bytes), 0};
+    plan(n, &b, &d);
+    n->dp_first = n->arena + (total - dp_bytes);
+    n->dp_end = n->arena + total;
+    if (!be->is_device)
+        n->relpos = m->relpos;
+    else {
+        size_t N = (size_t)m->cfg.window * m->cfg.window * m->cfg.window;
+        be->upload(be->ctx, n->relpos, m->relpos, N * N * sizeof(int64_t));
+    }
+    /* shift masks: computed on the host, then placed */
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < (pass ? FINE_STAGES - 1 : FINE_STAGES); i++) {
+            const fine_stage_dims *s = pass ? &m->dec[i] : &m->enc[i];
+            float *mask = pass ? n->dec[i].mask : n->enc[i].mask;
+            if (!mask)
+                continue;
+            size_t N = (size_t)s->ws * s->ws * s->ws, count = (size_t)s->nW * N * N;
+            float *hm = be->is_device ? realloc(mask_host, count * sizeof(float)) : mask;
+            if (!hm) {
+                fine_err_set(e, "out of memory");
+                free(mask_host);
+                fine_net_free(n);
+                return NULL;
+            }
+            fine_shift_mask(hm, s->res[0], s->res[1], s->res[2], s->ws, s->shift);
+            if (be->is_device) {
+                mask_host = hm;
+                be->upload(be->ctx, mask, hm, count * sizeof(float));
+                be->sync(be->ctx, NULL); /* the pageable source is reused next */
+            }
+        }
+    free(mask_host);
+    if (be->sync(be->ctx, e) < 0) {
+        fine_net_free(n);
+        return NULL;
+    }
     return n;
 }
 
-size_t fine_net_plan_bytes(const fine_model *m, int B)
+fine_net *fine_net_plan(const fine_model *m, int B, fine_err *e)
+{
+    return fine_net_plan_on(fine_backend_cpu(), m, B, e);
+}
+
+size_t fine_net_plan_bytes_on(const fine_backend *be, const fine_model *m, int B)
 {
     fine_net n;
     memset(&n, 0, sizeof n);
     n.B = B;
     n.m = m;
-    bump b = {NULL, 0};
-    plan(&n, &b);
-    return b.off;
+    n.be = be;
+    size_t dp;
+    return plan_sizes(&n, &dp);
+}
+
+size_t fine_net_plan_bytes(const fine_model *m, int B)
+{
+    return fine_net_plan_bytes_on(fine_backend_cpu(), m, B);
 }
 
 void fine_net_free(fine_net *n)
 {
     if (!n)
         return;
-    free(n->arena);
+    if (n->arena)
+        n->be->free(n->be->ctx, n->arena);
+    free(n->dp_host);
     free(n->vt);
     free(n);
 }
@@ -382,6 +460,38 @@ void fine_net_free(fine_net *n)
 size_t fine_net_bytes(const fine_net *n)
 {
     return n->bytes;
+}
+
+const fine_backend *fine_net_backend(const fine_net *n)
+{
+    return n->be;
+}
+
+float *fine_net_params(fine_net *n, fine_model *m)
+{
+    return n->be->is_device ? n->w : m->w;
+}
+
+int fine_net_load_params(fine_net *n, const fine_model *m, fine_err *e)
+{
+    if (!n->be->is_device)
+        return 0;
+    n->be->upload(n->be->ctx, n->w, m->w, m->nfloats * sizeof(float));
+    return n->be->sync(n->be->ctx, e);
+}
+
+int fine_net_store_params(fine_net *n, fine_model *m, fine_err *e)
+{
+    if (!n->be->is_device)
+        return 0;
+    n->be->download(n->be->ctx, m->w, n->w, m->nfloats * sizeof(float));
+    return n->be->sync(n->be->ctx, e);
+}
+
+int fine_net_logits_host(fine_net *n, int head, float *dst, fine_err *e)
+{
+    n->be->download(n->be->ctx, dst, n->logits[head], (size_t)fine_net_logits_numel(n, head) * sizeof(float));
+    return n->be->sync(n->be->ctx, e);
 }
 
 float *fine_net_logits(fine_net *n, int head)
@@ -430,19 +540,6 @@ static void drop_path_scales(float *scale, int64_t count, double rate, int train
     }
 }
 
-/* y (rows of C per sample) *= scale[sample] */
-static void scale_rows(float *y, const float *scale, int64_t samples, int64_t rows, int64_t C)
-{
-    for (int64_t s = 0; s < samples; s++) {
-        if (scale[s] == 1.0f)
-            continue;
-        float f = scale[s];
-        float *p = y + s * rows * C;
-        for (int64_t i = 0; i < rows * C; i++)
-            p[i] *= f;
-    }
-}
-
 /* The drop-path rate of block j of encoder stage i or decoder stage k (B 1.1). */
 static double block_rate(const fine_config *c, int decoder, int stage, int j)
 {
@@ -468,60 +565,87 @@ static double block_rate(const fine_config *c, int decoder, int stage, int j)
 
 /* ------------------------------------------------------------------ forward */
 
-static void gelu_ln(float *act, float *t, float *ln, float *mean, float *rstd, float *cf, const float *in,
-                    const float *w, const float *b, int64_t B, int64_t C, int64_t V, int do_gelu)
+static void gelu_ln(const fine_backend *be, float *act, float *t, float *ln, float *mean, float *rstd, float *cf,
+                    const float *in, const float *w, const float *b, int64_t B, int64_t C, int64_t V, int do_gelu)
 {
     const float *src = in;
     if (do_gelu) {
-        fine_gelu_forward(act, in, B * C * V);
+        be->gelu_forward(be->ctx, act, in, B * C * V);
         src = act;
     }
-    fine_to_channels_last(t, src, B, C, V);
-    fine_layernorm_forward(ln, mean, rstd, t, w, b, B * V, C);
+    be->to_channels_last(be->ctx, t, src, B, C, V);
+    be->layernorm_forward(be->ctx, ln, mean, rstd, t, w, b, B * V, C);
     if (cf)
-        fine_to_channels_first(cf, ln, B, C, V);
+        be->to_channels_first(be->ctx, cf, ln, B, C, V);
 }
 
-/* Copies rows: dst[r] = src[r] for r in windows, with a stride (pack [g ; window] sequences). */
-static void pack_sequences(float *seq, const float *gt, const float *win, int64_t Bw, int64_t N, int64_t C)
+/* [g ; window] sequences (Bw, N + 1, C) from the memory tokens (Bw, C) and windows (Bw, N, C) */
+static void pack_sequences(const fine_backend *be, float *seq, const float *gt, const float *win, int64_t Bw,
+                           int64_t N, int64_t C)
 {
-    for (int64_t w = 0; w < Bw; w++) {
-        memcpy(seq + w * (N + 1) * C, gt + w * C, (size_t)C * sizeof(float));
-        memcpy(seq + (w * (N + 1) + 1) * C, win + w * N * C, (size_t)(N * C) * sizeof(float));
+    be->copy_rows(be->ctx, seq, (N + 1) * C, gt, C, Bw, C);
+    be->copy_rows(be->ctx, seq + C, (N + 1) * C, win, N * C, Bw, N * C);
+}
+
+/* the window part of the sequences */
+static void unpack_windows(const fine_backend *be, float *win, const float *seq, int64_t Bw, int64_t N, int64_t C)
+{
+    be->copy_rows(be->ctx, win, N * C, seq + C, (N + 1) * C, Bw, N * C);
+}
+
+static void mlp_forward(const fine_backend *be, float *out, float *fc1, float *act, const float *in,
+                        const fine_model *m, float *w, const char *bp, int64_t rows, int64_t C, int64_t hid)
+{
+    be->linear_forward(be->ctx, fc1, in, fine_model_view(m, w, "%s.mlp.fc1.weight", bp),
+                       fine_model_view(m, w, "%s.mlp.fc1.bias", bp), rows, C, hid);
+    be->gelu_forward(be->ctx, act, fc1, rows * hid);
+    be->linear_forward(be->ctx, out, act, fine_model_view(m, w, "%s.mlp.fc2.weight", bp),
+                       fine_model_view(m, w, "%s.mlp.fc2.bias", bp), rows, hid, C);
+}
+
+/* The host mirror of a drop-path scale array of the arena. */
+static float *dp_host(fine_net *n, const float *dev)
+{
+    return n->dp_host + ((const char *)dev - n->dp_first) / sizeof(float);
+}
+
+/* Draws every drop-path scale of one forward, in the order the blocks run (encoder stages, then
+ * decoder stages deepest first; per block x1, x2, then the memory tokens' g1, g2), and sends
+ * them to the backend in one copy. */
+static void draw_scales(fine_net *n, const fine_model *m, int train, uint64_t *rng)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        int count = pass ? FINE_STAGES - 1 : FINE_STAGES;
+        for (int t = 0; t < count; t++) {
+            int i = pass ? FINE_STAGES - 2 - t : t;
+            layer_acts *la = pass ? &n->dec[i] : &n->enc[i];
+            for (int j = 0; j < la->depth; j++) {
+                block_acts *k = &la->blk[j];
+                double rate = block_rate(&m->cfg, pass, la->index, j);
+                int64_t Bw = n->B * la->s->nW;
+                k->dp_on = train && rate > 0;
+                drop_path_scales(dp_host(n, k->dpx1), n->B, rate, train, rng);
+                drop_path_scales(dp_host(n, k->dpx2), n->B, rate, train, rng);
+                if (k->has_gt) {
+                    drop_path_scales(dp_host(n, k->dpg1), Bw, rate, train, rng);
+                    drop_path_scales(dp_host(n, k->dpg2), Bw, rate, train, rng);
+                }
+            }
+        }
     }
+    n->be->upload(n->be->ctx, n->dp_first, n->dp_host, (size_t)(n->dp_end - n->dp_first));
 }
 
-static void unpack_sequences(float *gt, float *win, const float *seq, int64_t Bw, int64_t N, int64_t C)
+static void layer_forward(fine_net *n, const fine_model *m, float *w, layer_acts *la)
 {
-    for (int64_t w = 0; w < Bw; w++) {
-        if (gt)
-            memcpy(gt + w * C, seq + w * (N + 1) * C, (size_t)C * sizeof(float));
-        memcpy(win + w * N * C, seq + (w * (N + 1) + 1) * C, (size_t)(N * C) * sizeof(float));
-    }
-}
-
-static void mlp_forward(float *out, float *fc1, float *act, const float *in, const fine_model *m,
-                        const char *bp, int64_t rows, int64_t C, int64_t hid)
-{
-    float *w = m->w;
-    fine_linear_forward(fc1, in, fine_model_view(m, w, "%s.mlp.fc1.weight", bp),
-                        fine_model_view(m, w, "%s.mlp.fc1.bias", bp), rows, C, hid);
-    fine_gelu_forward(act, fc1, rows * hid);
-    fine_linear_forward(out, act, fine_model_view(m, w, "%s.mlp.fc2.weight", bp),
-                        fine_model_view(m, w, "%s.mlp.fc2.bias", bp), rows, hid, C);
-}
-
-static void layer_forward(fine_net *n, fine_model *m, layer_acts *la, int decoder, int train, uint64_t *rng)
-{
+    const fine_backend *be = n->be;
+    void *cx = be->ctx;
     const fine_stage_dims *s = la->s;
     int64_t B = n->B, L = tokens(s), C = s->C, h = s->heads, N = (int64_t)s->ws * s->ws * s->ws;
     int64_t T = N + 1, Bw = B * s->nW, hid = hidden_of(m, C), nW = s->nW, U = NVT + nW;
-    float *w = m->w;
     char lp[64], bp[96];
     snprintf(lp, sizeof lp, la->prefix, la->index);
-    const float *gtok = fine_model_view(m, w, "%s.global_token", lp);
-    for (int64_t r = 0; r < Bw; r++)
-        memcpy(la->gt0 + r * C, gtok, (size_t)C * sizeof(float));
+    be->copy_rows(cx, la->gt0, C, fine_model_view(m, w, "%s.global_token", lp), 0, Bw, C);
     const float *x = la->in;
     const float *g = la->gt0;
     float *tmp = n->ga, *tmp2 = n->gb;
@@ -529,64 +653,50 @@ static void layer_forward(fine_net *n, fine_model *m, layer_acts *la, int decode
         block_acts *k = &la->blk[j];
         snprintf(bp, sizeof bp, "%s.blocks.%d", lp, j);
         int shift = j % 2 ? s->shift : 0;
-        double rate = block_rate(&m->cfg, decoder, la->index, j);
         /* window attention with the memory token as token 0 */
-        fine_layernorm_forward(k->ln1, k->ln1_mean, k->ln1_rstd, x, fine_model_view(m, w, "%s.norm1.weight", bp),
-                               fine_model_view(m, w, "%s.norm1.bias", bp), B * L, C);
-        fine_window_partition(tmp, k->ln1, B, s->res[0], s->res[1], s->res[2], C, s->ws, shift);
-        pack_sequences(k->seq, g, tmp, Bw, N, C);
-        fine_linear_forward(k->qkv, k->seq, fine_model_view(m, w, "%s.attn.qkv.weight", bp),
-                            fine_model_view(m, w, "%s.attn.qkv.bias", bp), Bw * T, C, 3 * C);
-        fine_relpos_bias(k->bias, fine_model_view(m, w, "%s.attn.relative_position_bias_table", bp), m->relpos,
-                         (int)h, (int)N);
+        be->layernorm_forward(cx, k->ln1, k->ln1_mean, k->ln1_rstd, x, fine_model_view(m, w, "%s.norm1.weight", bp),
+                              fine_model_view(m, w, "%s.norm1.bias", bp), B * L, C);
+        be->window_partition(cx, tmp, k->ln1, B, s->res[0], s->res[1], s->res[2], C, s->ws, shift);
+        pack_sequences(be, k->seq, g, tmp, Bw, N, C);
+        be->linear_forward(cx, k->qkv, k->seq, fine_model_view(m, w, "%s.attn.qkv.weight", bp),
+                           fine_model_view(m, w, "%s.attn.qkv.bias", bp), Bw * T, C, 3 * C);
+        be->relpos_bias(cx, k->bias, fine_model_view(m, w, "%s.attn.relative_position_bias_table", bp), n->relpos,
+                        (int)h, (int)N);
         fine_attn_shape as = {Bw, T, C, (int)h, 1, shift ? nW : 0};
-        fine_attention_forward(&as, k->ao, k->att, k->qkv, k->bias, shift ? la->mask : NULL, NULL);
-        fine_linear_forward(k->po, k->ao, fine_model_view(m, w, "%s.attn.proj.weight", bp),
-                            fine_model_view(m, w, "%s.attn.proj.bias", bp), Bw * T, C, C);
-        unpack_sequences(NULL, tmp, k->po, Bw, N, C);
-        fine_window_reverse(tmp2, tmp, B, s->res[0], s->res[1], s->res[2], C, s->ws, shift);
-        drop_path_scales(k->dpx1, B, rate, train, rng);
-        drop_path_scales(k->dpx2, B, rate, train, rng);
-        scale_rows(tmp2, k->dpx1, B, L, C);
-        fine_add(k->x1, x, tmp2, B * L * C);
-        fine_layernorm_forward(k->ln2, k->ln2_mean, k->ln2_rstd, k->x1, fine_model_view(m, w, "%s.norm2.weight", bp),
-                               fine_model_view(m, w, "%s.norm2.bias", bp), B * L, C);
-        mlp_forward(tmp2, k->fc1, k->act, k->ln2, m, bp, B * L, C, hid);
-        scale_rows(tmp2, k->dpx2, B, L, C);
-        fine_add(k->out, k->x1, tmp2, B * L * C);
+        be->attention_forward(cx, &as, k->ao, k->att, k->qkv, k->bias, shift ? la->mask : NULL, NULL);
+        be->linear_forward(cx, k->po, k->ao, fine_model_view(m, w, "%s.attn.proj.weight", bp),
+                           fine_model_view(m, w, "%s.attn.proj.bias", bp), Bw * T, C, C);
+        unpack_windows(be, tmp, k->po, Bw, N, C);
+        be->window_reverse(cx, tmp2, tmp, B, s->res[0], s->res[1], s->res[2], C, s->ws, shift);
+        if (k->dp_on)
+            be->drop_path(cx, tmp2, k->dpx1, B, L, C);
+        be->add(cx, k->x1, x, tmp2, B * L * C);
+        be->layernorm_forward(cx, k->ln2, k->ln2_mean, k->ln2_rstd, k->x1, fine_model_view(m, w, "%s.norm2.weight", bp),
+                              fine_model_view(m, w, "%s.norm2.bias", bp), B * L, C);
+        mlp_forward(be, tmp2, k->fc1, k->act, k->ln2, m, w, bp, B * L, C, hid);
+        if (k->dp_on)
+            be->drop_path(cx, tmp2, k->dpx2, B, L, C);
+        be->add(cx, k->out, k->x1, tmp2, B * L * C);
         if (k->has_gt) {
-            /* memory tokens: residual, the shared MLP, then attention with the volume tokens */
-            drop_path_scales(k->dpg1, Bw, rate, train, rng);
-            drop_path_scales(k->dpg2, Bw, rate, train, rng);
-            for (int64_t r = 0; r < Bw; r++) {
-                const float *go = k->po + r * T * C; /* token 0 of window r */
-                for (int64_t c = 0; c < C; c++)
-                    k->g1[r * C + c] = g[r * C + c] + k->dpg1[r] * go[c];
-            }
-            fine_layernorm_forward(k->gln, k->gln_mean, k->gln_rstd, k->g1, fine_model_view(m, w, "%s.norm2.weight", bp),
-                                   fine_model_view(m, w, "%s.norm2.bias", bp), Bw, C);
-            mlp_forward(tmp, k->gfc1, k->gact, k->gln, m, bp, Bw, C, hid);
-            scale_rows(tmp, k->dpg2, Bw, 1, C);
-            fine_add(k->g2, k->g1, tmp, Bw * C);
-            const float *vt = fine_model_view(m, w, "%s.volume_token", lp);
-            const float *pe = fine_model_view(m, w, "%s.pe", lp);
-            for (int64_t b = 0; b < B; b++) {
-                float *ub = k->u + b * U * C;
-                for (int q = 0; q < NVT; q++)
-                    memcpy(ub + q * C, vt + (int64_t)n->vt[b * NVT + q] * C, (size_t)C * sizeof(float));
-                for (int64_t r = 0; r < nW; r++)
-                    for (int64_t c = 0; c < C; c++)
-                        ub[(NVT + r) * C + c] = k->g2[(b * nW + r) * C + c] + pe[r * C + c];
-            }
-            fine_linear_forward(k->uqkv, k->u, fine_model_view(m, w, "%s.gt_attn.qkv.weight", bp),
-                                fine_model_view(m, w, "%s.gt_attn.qkv.bias", bp), B * U, C, 3 * C);
+            /* memory tokens: residual (token 0 of each window's output), the shared MLP, then
+             * attention with the volume tokens */
+            be->axpy_rows(cx, k->g1, C, g, k->po, T * C, k->dpg1, Bw, C);
+            be->layernorm_forward(cx, k->gln, k->gln_mean, k->gln_rstd, k->g1, fine_model_view(m, w, "%s.norm2.weight", bp),
+                                  fine_model_view(m, w, "%s.norm2.bias", bp), Bw, C);
+            mlp_forward(be, tmp, k->gfc1, k->gact, k->gln, m, w, bp, Bw, C, hid);
+            if (k->dp_on)
+                be->drop_path(cx, tmp, k->dpg2, Bw, 1, C);
+            be->add(cx, k->g2, k->g1, tmp, Bw * C);
+            be->memtok_gather(cx, k->u, fine_model_view(m, w, "%s.volume_token", lp), n->vt_dev, k->g2,
+                              fine_model_view(m, w, "%s.pe", lp), B, nW, C, NVT);
+            be->linear_forward(cx, k->uqkv, k->u, fine_model_view(m, w, "%s.gt_attn.qkv.weight", bp),
+                               fine_model_view(m, w, "%s.gt_attn.qkv.bias", bp), B * U, C, 3 * C);
             fine_attn_shape us = {B, U, C, (int)h, 0, 0};
-            fine_attention_forward(&us, k->uao, k->uatt, k->uqkv, NULL, NULL, NULL);
-            fine_linear_forward(k->upo, k->uao, fine_model_view(m, w, "%s.gt_attn.proj.weight", bp),
-                                fine_model_view(m, w, "%s.gt_attn.proj.bias", bp), B * U, C, C);
+            be->attention_forward(cx, &us, k->uao, k->uatt, k->uqkv, NULL, NULL, NULL);
+            be->linear_forward(cx, k->upo, k->uao, fine_model_view(m, w, "%s.gt_attn.proj.weight", bp),
+                               fine_model_view(m, w, "%s.gt_attn.proj.bias", bp), B * U, C, C);
             /* the next block's memory tokens: rows NVT.. of each sample, window-major */
-            for (int64_t b = 0; b < B; b++)
-                memcpy(k->gnext + b * nW * C, k->upo + (b * U + NVT) * C, (size_t)(nW * C) * sizeof(float));
+            be->copy_rows(cx, k->gnext, nW * C, k->upo + NVT * C, U * C, B, nW * C);
             g = k->gnext;
         }
         x = k->out;
@@ -597,12 +707,23 @@ void fine_net_forward(fine_net *n, fine_model *m, const float *x, const int64_t 
 {
     const fine_config *c = &m->cfg;
     int64_t B = n->B, E = c->embed_dim, H = E / 2;
-    float *w = m->w;
+    const fine_backend *be = n->be;
+    void *cx = be->ctx;
+    float *w = fine_net_params(n, m);
     uint64_t rng = dp_seed;
+    if (be->is_device) {
+        be->upload(cx, n->xdev, x, (size_t)(B * c->in_chans * c->crop[0] * c->crop[1] * c->crop[2]) * sizeof(float));
+        x = n->xdev;
+    }
     n->x = x;
     /* volume tokens and the visitation counter (B 2.7: an indexed increment, once per index) */
     for (int64_t b = 0; b < B; b++)
         fine_pos_to_vt(c, pos + b * 3, n->vt + b * NVT);
+    if (be->is_device)
+        be->upload(cx, n->vt_dev, n->vt, (size_t)(B * NVT) * sizeof(int));
+    else
+        n->vt_dev = n->vt;
+    draw_scales(n, m, train, &rng);
     {
         unsigned char *mark = calloc((size_t)m->nV, 1);
         for (int64_t i = 0; mark && i < B * NVT; i++)
@@ -621,24 +742,24 @@ void fine_net_forward(fine_net *n, fine_model *m, const float *x, const int64_t 
     fine_conv3d_out_size(&n->c3.s, &r3[0], &r3[1], &r3[2]);
     int64_t v3 = r3[0] * r3[1] * r3[2];
     const char *pe = "model_down.patch_embed";
-    fine_conv3d_forward(&n->c1.s, n->c1.out, x, fine_model_view(m, w, "%s.proj1.conv1.weight", pe),
+    be->conv3d_forward(cx, &n->c1.s, n->c1.out, x, fine_model_view(m, w, "%s.proj1.conv1.weight", pe),
                         fine_model_view(m, w, "%s.proj1.conv1.bias", pe), n->conv_scratch);
-    gelu_ln(n->a1, n->t1, n->n1, n->n1_mean, n->n1_rstd, n->n1cf, n->c1.out,
+    gelu_ln(be, n->a1, n->t1, n->n1, n->n1_mean, n->n1_rstd, n->n1cf, n->c1.out,
             fine_model_view(m, w, "%s.proj1.norm1.weight", pe), fine_model_view(m, w, "%s.proj1.norm1.bias", pe),
             B, H, v1, 1);
-    fine_conv3d_forward(&n->c2.s, n->c2.out, n->n1cf, fine_model_view(m, w, "%s.proj1.conv2.weight", pe),
+    be->conv3d_forward(cx, &n->c2.s, n->c2.out, n->n1cf, fine_model_view(m, w, "%s.proj1.conv2.weight", pe),
                         fine_model_view(m, w, "%s.proj1.conv2.bias", pe), n->conv_scratch);
-    gelu_ln(n->a2, n->t2, n->n2, n->n2_mean, n->n2_rstd, n->n2cf, n->c2.out,
+    gelu_ln(be, n->a2, n->t2, n->n2, n->n2_mean, n->n2_rstd, n->n2cf, n->c2.out,
             fine_model_view(m, w, "%s.proj1.norm2.weight", pe), fine_model_view(m, w, "%s.proj1.norm2.bias", pe),
             B, H, v1, 1);
-    fine_conv3d_forward(&n->c3.s, n->c3.out, n->n2cf, fine_model_view(m, w, "%s.proj2.conv1.weight", pe),
+    be->conv3d_forward(cx, &n->c3.s, n->c3.out, n->n2cf, fine_model_view(m, w, "%s.proj2.conv1.weight", pe),
                         fine_model_view(m, w, "%s.proj2.conv1.bias", pe), n->conv_scratch);
-    gelu_ln(n->a3, n->t3, n->n3, n->n3_mean, n->n3_rstd, n->n3cf, n->c3.out,
+    gelu_ln(be, n->a3, n->t3, n->n3, n->n3_mean, n->n3_rstd, n->n3cf, n->c3.out,
             fine_model_view(m, w, "%s.proj2.norm1.weight", pe), fine_model_view(m, w, "%s.proj2.norm1.bias", pe),
             B, E, v3, 1);
-    fine_conv3d_forward(&n->c4.s, n->c4.out, n->n3cf, fine_model_view(m, w, "%s.proj2.conv2.weight", pe),
+    be->conv3d_forward(cx, &n->c4.s, n->c4.out, n->n3cf, fine_model_view(m, w, "%s.proj2.conv2.weight", pe),
                         fine_model_view(m, w, "%s.proj2.conv2.bias", pe), n->conv_scratch);
-    gelu_ln(NULL, n->t4, n->tok0, n->tok0_mean, n->tok0_rstd, NULL, n->c4.out,
+    gelu_ln(be, NULL, n->t4, n->tok0, n->tok0_mean, n->tok0_rstd, NULL, n->c4.out,
             fine_model_view(m, w, "%s.norm.weight", pe), fine_model_view(m, w, "%s.norm.bias", pe), B, E, v3, 0);
 
     /* encoder: blocks, skip norm, patch merging (GELU -> LN -> conv k2 s2) */
@@ -648,22 +769,22 @@ void fine_net_forward(fine_net *n, fine_model *m, const float *x, const int64_t 
         int64_t L = tokens(s), C = s->C;
         layer_acts *la = &n->enc[i];
         la->in = (float *)in;
-        layer_forward(n, m, la, 0, train, &rng);
+        layer_forward(n, m, w, la);
         const float *out = la->blk[la->depth - 1].out;
-        fine_layernorm_forward(n->skip[i], n->skip_mean[i], n->skip_rstd[i], out,
+        be->layernorm_forward(cx, n->skip[i], n->skip_mean[i], n->skip_rstd[i], out,
                                fine_model_view(m, w, "model_down.norm%d.weight", i),
                                fine_model_view(m, w, "model_down.norm%d.bias", i), B * L, C);
         if (i < FINE_STAGES - 1) {
-            fine_gelu_forward(n->dg[i], out, B * L * C);
-            fine_layernorm_forward(n->dln[i], n->dln_mean[i], n->dln_rstd[i], n->dg[i],
+            be->gelu_forward(cx, n->dg[i], out, B * L * C);
+            be->layernorm_forward(cx, n->dln[i], n->dln_mean[i], n->dln_rstd[i], n->dg[i],
                                    fine_model_view(m, w, "model_down.layers.%d.downsample.norm.weight", i),
                                    fine_model_view(m, w, "model_down.layers.%d.downsample.norm.bias", i), B * L, C);
-            fine_to_channels_first(n->dcf[i], n->dln[i], B, C, L);
-            fine_conv3d_forward(&n->down[i].s, n->down[i].out, n->dcf[i],
+            be->to_channels_first(cx, n->dcf[i], n->dln[i], B, C, L);
+            be->conv3d_forward(cx, &n->down[i].s, n->down[i].out, n->dcf[i],
                                 fine_model_view(m, w, "model_down.layers.%d.downsample.reduction.weight", i),
                                 fine_model_view(m, w, "model_down.layers.%d.downsample.reduction.bias", i),
                                 n->conv_scratch);
-            fine_to_channels_last(n->down_tok[i], n->down[i].out, B, 2 * C, L / 8);
+            be->to_channels_last(cx, n->down_tok[i], n->down[i].out, B, 2 * C, L / 8);
             in = n->down_tok[i];
         }
     }
@@ -673,22 +794,22 @@ void fine_net_forward(fine_net *n, fine_model *m, const float *x, const int64_t 
     for (int k = FINE_STAGES - 2; k >= 0; k--) {
         const fine_stage_dims *s = &m->dec[k];
         int64_t L = tokens(s), C = s->C;
-        fine_layernorm_forward(n->uln[k], n->uln_mean[k], n->uln_rstd[k], in,
+        be->layernorm_forward(cx, n->uln[k], n->uln_mean[k], n->uln_rstd[k], in,
                                fine_model_view(m, w, "encoder.layers.%d.Upsample.norm.weight", k),
                                fine_model_view(m, w, "encoder.layers.%d.Upsample.norm.bias", k), B * L / 8, 2 * C);
-        fine_convT3d_forward(&n->up_s[k], n->up[k], n->uln[k],
+        be->convT3d_forward(cx, &n->up_s[k], n->up[k], n->uln[k],
                              fine_model_view(m, w, "encoder.layers.%d.Upsample.up.weight", k),
                              fine_model_view(m, w, "encoder.layers.%d.Upsample.up.bias", k), n->conv_scratch);
-        fine_add(n->dec_in[k], n->up[k], n->skip[k], B * L * C);
+        be->add(cx, n->dec_in[k], n->up[k], n->skip[k], B * L * C);
         layer_acts *la = &n->dec[k];
         la->in = n->dec_in[k];
-        layer_forward(n, m, la, 1, train, &rng);
+        layer_forward(n, m, w, la);
         in = la->blk[la->depth - 1].out;
     }
     /* heads: final.0 on the last decoder stage, final.1 on the one before */
     for (int h = 0; h < 2; h++) {
         layer_acts *la = &n->dec[h];
-        fine_convT3d_forward(&n->head_s[h], n->logits[h], la->blk[la->depth - 1].out,
+        be->convT3d_forward(cx, &n->head_s[h], n->logits[h], la->blk[la->depth - 1].out,
                              fine_model_view(m, w, "final.%d.up.weight", h),
                              fine_model_view(m, w, "final.%d.up.bias", h), n->conv_scratch);
     }
@@ -696,19 +817,19 @@ void fine_net_forward(fine_net *n, fine_model *m, const float *x, const int64_t 
 
 /* ------------------------------------------------------------------ backward */
 
-static void mlp_backward(float *din, const float *dout, const float *in, const float *fc1, const float *act,
+static void mlp_backward(const fine_backend *be, const float *w, float *din, const float *dout, const float *in, const float *fc1, const float *act,
                          const fine_model *m, float *grad, const char *bp, int64_t rows, int64_t C, int64_t hid,
                          float *dact)
 {
-    const float *w = m->w;
-    memset(dact, 0, (size_t)(rows * hid) * sizeof(float));
-    fine_linear_backward(dact, fine_model_view(m, grad, "%s.mlp.fc2.weight", bp),
+    void *cx = be->ctx;
+    be->zero(cx, dact, (size_t)(rows * hid) * sizeof(float));
+    be->linear_backward(cx, dact, fine_model_view(m, grad, "%s.mlp.fc2.weight", bp),
                          fine_model_view(m, grad, "%s.mlp.fc2.bias", bp), dout, act,
                          fine_model_view(m, (float *)w, "%s.mlp.fc2.weight", bp), rows, hid, C);
     float *dfc1 = dact + rows * hid;
-    memset(dfc1, 0, (size_t)(rows * hid) * sizeof(float));
-    fine_gelu_backward(dfc1, dact, fc1, rows * hid);
-    fine_linear_backward(din, fine_model_view(m, grad, "%s.mlp.fc1.weight", bp),
+    be->zero(cx, dfc1, (size_t)(rows * hid) * sizeof(float));
+    be->gelu_backward(cx, dfc1, dact, fc1, rows * hid);
+    be->linear_backward(cx, din, fine_model_view(m, grad, "%s.mlp.fc1.weight", bp),
                          fine_model_view(m, grad, "%s.mlp.fc1.bias", bp), dfc1, in,
                          fine_model_view(m, (float *)w, "%s.mlp.fc1.weight", bp), rows, C, hid);
 }
@@ -720,7 +841,9 @@ static void layer_backward(fine_net *n, const fine_model *m, layer_acts *la, flo
     const fine_stage_dims *s = la->s;
     int64_t B = n->B, L = tokens(s), C = s->C, h = s->heads, N = (int64_t)s->ws * s->ws * s->ws;
     int64_t T = N + 1, Bw = B * s->nW, hid = hidden_of(m, C), nW = s->nW, U = NVT + nW;
-    const float *w = m->w;
+    const fine_backend *be = n->be;
+    void *cx = be->ctx;
+    const float *w = n->be->is_device ? n->w : m->w;
     char lp[64], bp[96];
     snprintf(lp, sizeof lp, la->prefix, la->index);
     float *dgnext = NULL; /* (Bw, C) gradient of the memory tokens the next block received */
@@ -734,122 +857,111 @@ static void layer_backward(fine_net *n, const fine_model *m, layer_acts *la, flo
         float *dx1 = n->gc, *tmp = n->gd, *dbig = n->ge;
         float *dseq = n->gw1, *dqkv = n->gw2, *dao = n->gw3, *dpo = n->gw4;
         /* x2 = x1 + DP2(MLP(LN2(x1))) */
-        memcpy(dx1, dout, (size_t)(B * L * C) * sizeof(float));
-        memcpy(tmp, dout, (size_t)(B * L * C) * sizeof(float));
-        scale_rows(tmp, k->dpx2, B, L, C);
+        be->copy(cx, dx1, dout, (size_t)(B * L * C) * sizeof(float));
+        be->copy(cx, tmp, dout, (size_t)(B * L * C) * sizeof(float));
+        if (k->dp_on)
+            be->drop_path(cx, tmp, k->dpx2, B, L, C);
         float *dln2 = dout; /* dout is consumed: reuse as dLN2 */
-        memset(dln2, 0, (size_t)(B * L * C) * sizeof(float));
-        mlp_backward(dln2, tmp, k->ln2, k->fc1, k->act, m, grad, bp, B * L, C, hid, dbig);
-        fine_layernorm_backward(dx1, fine_model_view(m, grad, "%s.norm2.weight", bp),
+        be->zero(cx, dln2, (size_t)(B * L * C) * sizeof(float));
+        mlp_backward(be, w, dln2, tmp, k->ln2, k->fc1, k->act, m, grad, bp, B * L, C, hid, dbig);
+        be->layernorm_backward(cx, dx1, fine_model_view(m, grad, "%s.norm2.weight", bp),
                                 fine_model_view(m, grad, "%s.norm2.bias", bp), dln2, k->x1,
                                 fine_model_view(m, (float *)w, "%s.norm2.weight", bp), k->ln2_mean, k->ln2_rstd,
                                 B * L, C);
         /* memory-token branch (this block produced the next block's memory tokens) */
         float *dg_in = NULL; /* (Bw, C): gradient of this block's memory tokens g */
-        memset(dpo, 0, (size_t)(Bw * T * C) * sizeof(float));
+        be->zero(cx, dpo, (size_t)(Bw * T * C) * sizeof(float));
         if (k->has_gt) {
             /* dupo rows NVT.. = dgnext */
             float *dupo = n->gw3; /* (B, U, C) */
-            memset(dupo, 0, (size_t)(B * U * C) * sizeof(float));
-            for (int64_t b = 0; b < B; b++)
-                memcpy(dupo + (b * U + NVT) * C, dgnext + b * nW * C, (size_t)(nW * C) * sizeof(float));
+            be->zero(cx, dupo, (size_t)(B * U * C) * sizeof(float));
+            be->copy_rows(cx, dupo + NVT * C, U * C, dgnext, nW * C, B, nW * C);
             float *duao = n->gw1;
-            memset(duao, 0, (size_t)(B * U * C) * sizeof(float));
-            fine_linear_backward(duao, fine_model_view(m, grad, "%s.gt_attn.proj.weight", bp),
+            be->zero(cx, duao, (size_t)(B * U * C) * sizeof(float));
+            be->linear_backward(cx, duao, fine_model_view(m, grad, "%s.gt_attn.proj.weight", bp),
                                  fine_model_view(m, grad, "%s.gt_attn.proj.bias", bp), dupo, k->uao,
                                  fine_model_view(m, (float *)w, "%s.gt_attn.proj.weight", bp), B * U, C, C);
             float *duqkv = n->gw2;
-            memset(duqkv, 0, (size_t)(B * U * 3 * C) * sizeof(float));
+            be->zero(cx, duqkv, (size_t)(B * U * 3 * C) * sizeof(float));
             fine_attn_shape us = {B, U, C, (int)h, 0, 0};
-            fine_attention_backward(&us, duqkv, NULL, duao, k->uqkv, k->uatt);
+            be->attention_backward(cx, &us, duqkv, NULL, duao, k->uqkv, k->uatt, n->gatt);
             float *du = n->gw3;
-            memset(du, 0, (size_t)(B * U * C) * sizeof(float));
-            fine_linear_backward(du, fine_model_view(m, grad, "%s.gt_attn.qkv.weight", bp),
+            be->zero(cx, du, (size_t)(B * U * C) * sizeof(float));
+            be->linear_backward(cx, du, fine_model_view(m, grad, "%s.gt_attn.qkv.weight", bp),
                                  fine_model_view(m, grad, "%s.gt_attn.qkv.bias", bp), duqkv, k->u,
                                  fine_model_view(m, (float *)w, "%s.gt_attn.qkv.weight", bp), B * U, C, 3 * C);
             float *dvt = fine_model_view(m, grad, "%s.volume_token", lp);
             float *dpe = fine_model_view(m, grad, "%s.pe", lp);
             float *dg2 = n->gw1; /* (Bw, C) */
-            for (int64_t b = 0; b < B; b++) {
-                const float *db = du + b * U * C;
-                for (int q = 0; q < NVT; q++)
-                    fine_accumulate(dvt + (int64_t)n->vt[b * NVT + q] * C, db + q * C, C);
-                for (int64_t r = 0; r < nW; r++) {
-                    fine_accumulate(dpe + r * C, db + (NVT + r) * C, C);
-                    memcpy(dg2 + (b * nW + r) * C, db + (NVT + r) * C, (size_t)C * sizeof(float));
-                }
-            }
+            be->memtok_gather_backward(cx, dvt, dpe, dg2, du, n->vt_dev, B, nW, C, NVT);
             /* g2 = g1 + DP(MLP(LN2(g1))) */
             float *dg1 = n->gw2;
-            memcpy(dg1, dg2, (size_t)(Bw * C) * sizeof(float));
-            scale_rows(dg2, k->dpg2, Bw, 1, C);
+            be->copy(cx, dg1, dg2, (size_t)(Bw * C) * sizeof(float));
+            if (k->dp_on)
+                be->drop_path(cx, dg2, k->dpg2, Bw, 1, C);
             float *dgln = n->gw4;
-            memset(dgln, 0, (size_t)(Bw * C) * sizeof(float));
-            mlp_backward(dgln, dg2, k->gln, k->gfc1, k->gact, m, grad, bp, Bw, C, hid, dbig);
-            fine_layernorm_backward(dg1, fine_model_view(m, grad, "%s.norm2.weight", bp),
+            be->zero(cx, dgln, (size_t)(Bw * C) * sizeof(float));
+            mlp_backward(be, w, dgln, dg2, k->gln, k->gfc1, k->gact, m, grad, bp, Bw, C, hid, dbig);
+            be->layernorm_backward(cx, dg1, fine_model_view(m, grad, "%s.norm2.weight", bp),
                                     fine_model_view(m, grad, "%s.norm2.bias", bp), dgln, k->g1,
                                     fine_model_view(m, (float *)w, "%s.norm2.weight", bp), k->gln_mean,
                                     k->gln_rstd, Bw, C);
             /* g1 = g + DP1(po[:, 0]) */
-            memset(dpo, 0, (size_t)(Bw * T * C) * sizeof(float));
-            for (int64_t r = 0; r < Bw; r++)
-                for (int64_t c = 0; c < C; c++)
-                    dpo[r * T * C + c] = k->dpg1[r] * dg1[r * C + c];
-            memcpy(dg_keep, dg1, (size_t)(Bw * C) * sizeof(float));
+            be->zero(cx, dpo, (size_t)(Bw * T * C) * sizeof(float));
+            be->axpy_rows(cx, dpo, T * C, NULL, dg1, C, k->dpg1, Bw, C);
+            be->copy(cx, dg_keep, dg1, (size_t)(Bw * C) * sizeof(float));
             dg_in = dg_keep;
         }
         /* x1 = x + DP1(reverse(po[:, 1:])) */
-        fine_accumulate(dx, dx1, B * L * C); /* residual */
-        memcpy(tmp, dx1, (size_t)(B * L * C) * sizeof(float));
-        scale_rows(tmp, k->dpx1, B, L, C);
+        be->accumulate(cx, dx, dx1, B * L * C); /* residual */
+        be->copy(cx, tmp, dx1, (size_t)(B * L * C) * sizeof(float));
+        if (k->dp_on)
+            be->drop_path(cx, tmp, k->dpx1, B, L, C);
         /* window-order gradient of po[:, 1:] */
         float *dwin = dx1; /* dx1 no longer needed */
-        fine_window_partition(dwin, tmp, B, s->res[0], s->res[1], s->res[2], C, s->ws, shift);
-        for (int64_t r = 0; r < Bw; r++)
-            memcpy(dpo + (r * T + 1) * C, dwin + r * N * C, (size_t)(N * C) * sizeof(float));
-        memset(dao, 0, (size_t)(Bw * T * C) * sizeof(float));
-        fine_linear_backward(dao, fine_model_view(m, grad, "%s.attn.proj.weight", bp),
+        be->window_partition(cx, dwin, tmp, B, s->res[0], s->res[1], s->res[2], C, s->ws, shift);
+        be->copy_rows(cx, dpo + C, T * C, dwin, N * C, Bw, N * C);
+        be->zero(cx, dao, (size_t)(Bw * T * C) * sizeof(float));
+        be->linear_backward(cx, dao, fine_model_view(m, grad, "%s.attn.proj.weight", bp),
                              fine_model_view(m, grad, "%s.attn.proj.bias", bp), dpo, k->ao,
                              fine_model_view(m, (float *)w, "%s.attn.proj.weight", bp), Bw * T, C, C);
-        memset(dqkv, 0, (size_t)(Bw * T * 3 * C) * sizeof(float));
+        be->zero(cx, dqkv, (size_t)(Bw * T * 3 * C) * sizeof(float));
         float *dbias = tmp; /* (h, N, N) */
-        memset(dbias, 0, (size_t)(h * N * N) * sizeof(float));
+        be->zero(cx, dbias, (size_t)(h * N * N) * sizeof(float));
         fine_attn_shape as = {Bw, T, C, (int)h, 1, shift ? nW : 0};
-        fine_attention_backward(&as, dqkv, dbias, dao, k->qkv, k->att);
-        fine_relpos_bias_backward(fine_model_view(m, grad, "%s.attn.relative_position_bias_table", bp), dbias,
-                                  m->relpos, (int)h, (int)N);
-        memset(dseq, 0, (size_t)(Bw * T * C) * sizeof(float));
-        fine_linear_backward(dseq, fine_model_view(m, grad, "%s.attn.qkv.weight", bp),
+        be->attention_backward(cx, &as, dqkv, dbias, dao, k->qkv, k->att, n->gatt);
+        be->relpos_bias_backward(cx, fine_model_view(m, grad, "%s.attn.relative_position_bias_table", bp), dbias,
+                                  n->relpos, (int)h, (int)N);
+        be->zero(cx, dseq, (size_t)(Bw * T * C) * sizeof(float));
+        be->linear_backward(cx, dseq, fine_model_view(m, grad, "%s.attn.qkv.weight", bp),
                              fine_model_view(m, grad, "%s.attn.qkv.bias", bp), dqkv, k->seq,
                              fine_model_view(m, (float *)w, "%s.attn.qkv.weight", bp), Bw * T, C, 3 * C);
         /* memory token gradient: token 0 of every sequence */
         float *dgt = n->gw2; /* (Bw, C) */
-        for (int64_t r = 0; r < Bw; r++)
-            memcpy(dgt + r * C, dseq + r * T * C, (size_t)C * sizeof(float));
+        be->copy_rows(cx, dgt, C, dseq, T * C, Bw, C);
         if (dg_in)
-            fine_accumulate(dgt, dg_in, Bw * C);
-        unpack_sequences(NULL, dwin, dseq, Bw, N, C);
+            be->accumulate(cx, dgt, dg_in, Bw * C);
+        unpack_windows(be, dwin, dseq, Bw, N, C);
         float *dln1 = tmp;
-        memset(dln1, 0, (size_t)(B * L * C) * sizeof(float));
-        fine_window_partition_acc(dln1, dwin, B, s->res[0], s->res[1], s->res[2], C, s->ws, shift);
-        fine_layernorm_backward(dx, fine_model_view(m, grad, "%s.norm1.weight", bp),
+        be->zero(cx, dln1, (size_t)(B * L * C) * sizeof(float));
+        be->window_partition_acc(cx, dln1, dwin, B, s->res[0], s->res[1], s->res[2], C, s->ws, shift);
+        be->layernorm_backward(cx, dx, fine_model_view(m, grad, "%s.norm1.weight", bp),
                                 fine_model_view(m, grad, "%s.norm1.bias", bp), dln1, xin,
                                 fine_model_view(m, (float *)w, "%s.norm1.weight", bp), k->ln1_mean, k->ln1_rstd,
                                 B * L, C);
         /* the memory tokens g of this block came from the previous block's gt attention, or
          * from the layer's global token */
         if (j > 0) {
-            memcpy(dg_keep, dgt, (size_t)(Bw * C) * sizeof(float));
+            be->copy(cx, dg_keep, dgt, (size_t)(Bw * C) * sizeof(float));
             dgnext = dg_keep;
         } else {
             float *dtok = fine_model_view(m, grad, "%s.global_token", lp);
-            for (int64_t r = 0; r < Bw; r++)
-                fine_accumulate(dtok, dgt + r * C, C);
+            be->sum_rows_acc(cx, dtok, dgt, Bw, C);
         }
         /* the next (earlier) block's output gradient is dx: hand it over as dout */
         if (j > 0) {
-            memcpy(dout, dx, (size_t)(B * L * C) * sizeof(float));
-            memset(dx, 0, (size_t)(B * L * C) * sizeof(float));
+            be->copy(cx, dout, dx, (size_t)(B * L * C) * sizeof(float));
+            be->zero(cx, dx, (size_t)(B * L * C) * sizeof(float));
         }
     }
 }
@@ -857,19 +969,20 @@ static void layer_backward(fine_net *n, const fine_model *m, layer_acts *la, flo
 /* Backward of gelu_ln (cf = cf(LN(cl(GELU(conv))))): dconv = dL/dconv from dcf = dL/dcf, with
  * the LayerNorm's parameter gradients accumulated. t1 and t2 are scratch of the volume's size;
  * dconv may be dcf (read first). */
-static void gelu_ln_backward(float *dconv, float *t1, float *t2, const float *dcf, const float *t, const float *mean,
+static void gelu_ln_backward(const fine_backend *be, const float *w, float *dconv, float *t1, float *t2, const float *dcf, const float *t, const float *mean,
                              const float *rstd, const float *conv, const fine_model *m, float *grad, const char *norm,
                              int64_t B, int64_t C, int64_t V)
 {
+    void *cx = be->ctx;
     size_t bytes = (size_t)(B * C * V) * sizeof(float);
-    fine_to_channels_last(t2, dcf, B, C, V);
-    memset(t1, 0, bytes);
-    fine_layernorm_backward(t1, fine_model_view(m, grad, "%s.weight", norm), fine_model_view(m, grad, "%s.bias", norm),
-                            t2, t, fine_model_view(m, m->w, "%s.weight", norm), mean, rstd, B * V, C);
-    memset(t2, 0, bytes);
-    fine_to_channels_last_backward(t2, t1, B, C, V);
-    memset(dconv, 0, bytes);
-    fine_gelu_backward(dconv, t2, conv, B * C * V);
+    be->to_channels_last(cx, t2, dcf, B, C, V);
+    be->zero(cx, t1, bytes);
+    be->layernorm_backward(cx, t1, fine_model_view(m, grad, "%s.weight", norm), fine_model_view(m, grad, "%s.bias", norm),
+                            t2, t, fine_model_view(m, (float *)w, "%s.weight", norm), mean, rstd, B * V, C);
+    be->zero(cx, t2, bytes);
+    be->to_channels_last_backward(cx, t2, t1, B, C, V);
+    be->zero(cx, dconv, bytes);
+    be->gelu_backward(cx, dconv, t2, conv, B * C * V);
 }
 
 void fine_net_backward(fine_net *n, const fine_model *m, float *grad, const float *dlog0, const float *dlog1,
@@ -877,7 +990,9 @@ void fine_net_backward(fine_net *n, const fine_model *m, float *grad, const floa
 {
     const fine_config *c = &m->cfg;
     int64_t B = n->B, E = c->embed_dim, H = E / 2;
-    const float *w = m->w;
+    const fine_backend *be = n->be;
+    void *cx = be->ctx;
+    const float *w = n->be->is_device ? n->w : m->w;
     /* Decoder stages in reverse order of the forward: k = 0 (ran last) up to the deepest.
      * da: gradient of the stage's output (consumed), db: gradient of its input. The gradient
      * of each skip connection is kept in the dead activation up[k] until the encoder needs it. */
@@ -888,40 +1003,40 @@ void fine_net_backward(fine_net *n, const fine_model *m, float *grad, const floa
         int64_t L = tokens(s), C = s->C;
         layer_acts *la = &n->dec[k];
         const float *out = la->blk[la->depth - 1].out;
-        memset(da, 0, (size_t)(B * L * C) * sizeof(float));
+        be->zero(cx, da, (size_t)(B * L * C) * sizeof(float));
         if (k < 2) {
             const float *dl = k == 0 ? dlog0 : dlog1;
             if (dl)
-                fine_convT3d_backward(&n->head_s[k], da, fine_model_view(m, grad, "final.%d.up.weight", k),
+                be->convT3d_backward(cx, &n->head_s[k], da, fine_model_view(m, grad, "final.%d.up.weight", k),
                                       fine_model_view(m, grad, "final.%d.up.bias", k), dl, out,
                                       fine_model_view(m, (float *)w, "final.%d.up.weight", k), n->conv_scratch);
         }
         if (dprev)
-            fine_accumulate(da, dprev, B * L * C);
-        memset(db, 0, (size_t)(B * L * C) * sizeof(float));
+            be->accumulate(cx, da, dprev, B * L * C);
+        be->zero(cx, db, (size_t)(B * L * C) * sizeof(float));
         layer_backward(n, m, la, grad, da, db);
         /* db = d(dec_in[k]) = d(up[k]) = d(skip[k]); keep d(skip[k]) in up[k] (dead now) */
-        memcpy(n->up[k], db, (size_t)(B * L * C) * sizeof(float));
+        be->copy(cx, n->up[k], db, (size_t)(B * L * C) * sizeof(float));
         /* up = convT(LN(in)); in is the deeper stage's output (or skip3) */
         int64_t Lin = L / 8;
         float *duln = n->gc;
-        memset(duln, 0, (size_t)(B * Lin * 2 * C) * sizeof(float));
-        fine_convT3d_backward(&n->up_s[k], duln, fine_model_view(m, grad, "encoder.layers.%d.Upsample.up.weight", k),
+        be->zero(cx, duln, (size_t)(B * Lin * 2 * C) * sizeof(float));
+        be->convT3d_backward(cx, &n->up_s[k], duln, fine_model_view(m, grad, "encoder.layers.%d.Upsample.up.weight", k),
                               fine_model_view(m, grad, "encoder.layers.%d.Upsample.up.bias", k), db, n->uln[k],
                               fine_model_view(m, (float *)w, "encoder.layers.%d.Upsample.up.weight", k),
                               n->conv_scratch);
         const float *in = k == FINE_STAGES - 2 ? n->skip[FINE_STAGES - 1]
                                                : n->dec[k + 1].blk[n->dec[k + 1].depth - 1].out;
         float *din = n->gd;
-        memset(din, 0, (size_t)(B * Lin * 2 * C) * sizeof(float));
-        fine_layernorm_backward(din, fine_model_view(m, grad, "encoder.layers.%d.Upsample.norm.weight", k),
+        be->zero(cx, din, (size_t)(B * Lin * 2 * C) * sizeof(float));
+        be->layernorm_backward(cx, din, fine_model_view(m, grad, "encoder.layers.%d.Upsample.norm.weight", k),
                                 fine_model_view(m, grad, "encoder.layers.%d.Upsample.norm.bias", k), duln, in,
                                 fine_model_view(m, (float *)w, "encoder.layers.%d.Upsample.norm.weight", k),
                                 n->uln_mean[k], n->uln_rstd[k], B * Lin, 2 * C);
         dprev = din;
         if (k + 1 <= FINE_STAGES - 2) {
             /* the deeper decoder stage's output gradient: carry in gb-free buffer */
-            memcpy(n->ge, din, (size_t)(B * Lin * 2 * C) * sizeof(float));
+            be->copy(cx, n->ge, din, (size_t)(B * Lin * 2 * C) * sizeof(float));
             dprev = n->ge;
         }
     }
@@ -930,9 +1045,9 @@ void fine_net_backward(fine_net *n, const fine_model *m, float *grad, const floa
     {
         const fine_stage_dims *s = &m->enc[FINE_STAGES - 1];
         int64_t L = tokens(s), C = s->C;
-        memcpy(n->gc, dprev, (size_t)(B * L * C) * sizeof(float));
-        memset(dcur, 0, (size_t)(B * L * C) * sizeof(float));
-        fine_layernorm_backward(dcur, fine_model_view(m, grad, "model_down.norm%d.weight", FINE_STAGES - 1),
+        be->copy(cx, n->gc, dprev, (size_t)(B * L * C) * sizeof(float));
+        be->zero(cx, dcur, (size_t)(B * L * C) * sizeof(float));
+        be->layernorm_backward(cx, dcur, fine_model_view(m, grad, "model_down.norm%d.weight", FINE_STAGES - 1),
                                 fine_model_view(m, grad, "model_down.norm%d.bias", FINE_STAGES - 1), n->gc,
                                 n->enc[FINE_STAGES - 1].blk[n->enc[FINE_STAGES - 1].depth - 1].out,
                                 fine_model_view(m, (float *)w, "model_down.norm%d.weight", FINE_STAGES - 1),
@@ -942,7 +1057,7 @@ void fine_net_backward(fine_net *n, const fine_model *m, float *grad, const floa
         const fine_stage_dims *s = &m->enc[i];
         int64_t L = tokens(s), C = s->C;
         layer_acts *la = &n->enc[i];
-        memset(n->gb, 0, (size_t)(B * L * C) * sizeof(float));
+        be->zero(cx, n->gb, (size_t)(B * L * C) * sizeof(float));
         layer_backward(n, m, la, grad, dcur, n->gb);
         /* n->gb = d(layer input) = d(previous stage's patch merging output tokens) */
         if (i == 0)
@@ -951,27 +1066,27 @@ void fine_net_backward(fine_net *n, const fine_model *m, float *grad, const floa
         const fine_stage_dims *sp = &m->enc[j];
         int64_t Lp = tokens(sp), Cp = sp->C;
         /* down_tok = cl(conv(cf(LN(GELU(out_j))))) */
-        fine_to_channels_first(n->gc, n->gb, B, 2 * Cp, Lp / 8); /* d(conv out) = transpose */
+        be->to_channels_first(cx, n->gc, n->gb, B, 2 * Cp, Lp / 8); /* d(conv out) = transpose */
         float *ddcf = n->gd;
-        memset(ddcf, 0, (size_t)(B * Lp * Cp) * sizeof(float));
-        fine_conv3d_backward(&n->down[j].s, ddcf,
+        be->zero(cx, ddcf, (size_t)(B * Lp * Cp) * sizeof(float));
+        be->conv3d_backward(cx, &n->down[j].s, ddcf,
                              fine_model_view(m, grad, "model_down.layers.%d.downsample.reduction.weight", j),
                              fine_model_view(m, grad, "model_down.layers.%d.downsample.reduction.bias", j), n->gc,
                              n->dcf[j], fine_model_view(m, (float *)w, "model_down.layers.%d.downsample.reduction.weight", j),
                              n->conv_scratch);
         float *ddln = n->gc;
-        fine_to_channels_last(ddln, ddcf, B, Cp, Lp);
+        be->to_channels_last(cx, ddln, ddcf, B, Cp, Lp);
         float *ddg = n->gd;
-        memset(ddg, 0, (size_t)(B * Lp * Cp) * sizeof(float));
-        fine_layernorm_backward(ddg, fine_model_view(m, grad, "model_down.layers.%d.downsample.norm.weight", j),
+        be->zero(cx, ddg, (size_t)(B * Lp * Cp) * sizeof(float));
+        be->layernorm_backward(cx, ddg, fine_model_view(m, grad, "model_down.layers.%d.downsample.norm.weight", j),
                                 fine_model_view(m, grad, "model_down.layers.%d.downsample.norm.bias", j), ddln,
                                 n->dg[j], fine_model_view(m, (float *)w, "model_down.layers.%d.downsample.norm.weight", j),
                                 n->dln_mean[j], n->dln_rstd[j], B * Lp, Cp);
         const float *outj = n->enc[j].blk[n->enc[j].depth - 1].out;
-        memset(dcur, 0, (size_t)(B * Lp * Cp) * sizeof(float));
-        fine_gelu_backward(dcur, ddg, outj, B * Lp * Cp);
+        be->zero(cx, dcur, (size_t)(B * Lp * Cp) * sizeof(float));
+        be->gelu_backward(cx, dcur, ddg, outj, B * Lp * Cp);
         /* + skip path: d(skip_j) kept in dec up[j] (j <= 2) */
-        fine_layernorm_backward(dcur, fine_model_view(m, grad, "model_down.norm%d.weight", j),
+        be->layernorm_backward(cx, dcur, fine_model_view(m, grad, "model_down.norm%d.weight", j),
                                 fine_model_view(m, grad, "model_down.norm%d.bias", j), n->up[j], outj,
                                 fine_model_view(m, (float *)w, "model_down.norm%d.weight", j), n->skip_mean[j],
                                 n->skip_rstd[j], B * Lp, Cp);
@@ -984,33 +1099,33 @@ void fine_net_backward(fine_net *n, const fine_model *m, float *grad, const floa
     const char *pe = "model_down.patch_embed";
     /* tok0 = LN(cl(c4)) */
     float *dt4 = n->gc;
-    memset(dt4, 0, (size_t)(B * E * v3) * sizeof(float));
-    fine_layernorm_backward(dt4, fine_model_view(m, grad, "%s.norm.weight", pe), fine_model_view(m, grad, "%s.norm.bias", pe),
+    be->zero(cx, dt4, (size_t)(B * E * v3) * sizeof(float));
+    be->layernorm_backward(cx, dt4, fine_model_view(m, grad, "%s.norm.weight", pe), fine_model_view(m, grad, "%s.norm.bias", pe),
                             n->gb, n->t4, fine_model_view(m, (float *)w, "%s.norm.weight", pe), n->tok0_mean,
                             n->tok0_rstd, B * v3, E);
     float *dc4 = n->gd;
-    fine_to_channels_first(dc4, dt4, B, E, v3);
+    be->to_channels_first(cx, dc4, dt4, B, E, v3);
     /* each earlier stage: conv backward into d(its input), then through its LN and GELU */
-    memset(n->ga, 0, (size_t)(B * E * v3) * sizeof(float));
-    fine_conv3d_backward(&n->c4.s, n->ga, fine_model_view(m, grad, "%s.proj2.conv2.weight", pe),
+    be->zero(cx, n->ga, (size_t)(B * E * v3) * sizeof(float));
+    be->conv3d_backward(cx, &n->c4.s, n->ga, fine_model_view(m, grad, "%s.proj2.conv2.weight", pe),
                          fine_model_view(m, grad, "%s.proj2.conv2.bias", pe), dc4, n->n3cf,
                          fine_model_view(m, (float *)w, "%s.proj2.conv2.weight", pe), n->conv_scratch);
-    gelu_ln_backward(n->ga, n->gb, n->gc, n->ga, n->t3, n->n3_mean, n->n3_rstd, n->c3.out, m, grad,
+    gelu_ln_backward(be, w, n->ga, n->gb, n->gc, n->ga, n->t3, n->n3_mean, n->n3_rstd, n->c3.out, m, grad,
                      "model_down.patch_embed.proj2.norm1", B, E, v3);
-    memset(n->gb, 0, (size_t)(B * H * v1) * sizeof(float));
-    fine_conv3d_backward(&n->c3.s, n->gb, fine_model_view(m, grad, "%s.proj2.conv1.weight", pe),
+    be->zero(cx, n->gb, (size_t)(B * H * v1) * sizeof(float));
+    be->conv3d_backward(cx, &n->c3.s, n->gb, fine_model_view(m, grad, "%s.proj2.conv1.weight", pe),
                          fine_model_view(m, grad, "%s.proj2.conv1.bias", pe), n->ga, n->n2cf,
                          fine_model_view(m, (float *)w, "%s.proj2.conv1.weight", pe), n->conv_scratch);
-    gelu_ln_backward(n->gb, n->ga, n->gc, n->gb, n->t2, n->n2_mean, n->n2_rstd, n->c2.out, m, grad,
+    gelu_ln_backward(be, w, n->gb, n->ga, n->gc, n->gb, n->t2, n->n2_mean, n->n2_rstd, n->c2.out, m, grad,
                      "model_down.patch_embed.proj1.norm2", B, H, v1);
-    memset(n->ga, 0, (size_t)(B * H * v1) * sizeof(float));
-    fine_conv3d_backward(&n->c2.s, n->ga, fine_model_view(m, grad, "%s.proj1.conv2.weight", pe),
+    be->zero(cx, n->ga, (size_t)(B * H * v1) * sizeof(float));
+    be->conv3d_backward(cx, &n->c2.s, n->ga, fine_model_view(m, grad, "%s.proj1.conv2.weight", pe),
                          fine_model_view(m, grad, "%s.proj1.conv2.bias", pe), n->gb, n->n1cf,
                          fine_model_view(m, (float *)w, "%s.proj1.conv2.weight", pe), n->conv_scratch);
-    gelu_ln_backward(n->ga, n->gb, n->gc, n->ga, n->t1, n->n1_mean, n->n1_rstd, n->c1.out, m, grad,
+    gelu_ln_backward(be, w, n->ga, n->gb, n->gc, n->ga, n->t1, n->n1_mean, n->n1_rstd, n->c1.out, m, grad,
                      "model_down.patch_embed.proj1.norm1", B, H, v1);
     float *dc1 = n->ga;
-    fine_conv3d_backward(&n->c1.s, dx_in, fine_model_view(m, grad, "%s.proj1.conv1.weight", pe),
+    be->conv3d_backward(cx, &n->c1.s, dx_in, fine_model_view(m, grad, "%s.proj1.conv1.weight", pe),
                          fine_model_view(m, grad, "%s.proj1.conv1.bias", pe), dc1, n->x,
                          fine_model_view(m, (float *)w, "%s.proj1.conv1.weight", pe), n->conv_scratch);
 }

@@ -13,18 +13,40 @@
 #include "error.h"
 #include "nn/fine_model.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct fine_net fine_net;
 
-/* Plans and allocates the activations of m for batch B. NULL with e set when out of memory. */
+typedef struct fine_backend fine_backend;
+
+/* Plans and allocates the activations of m for batch B on the CPU. NULL with e set when out of
+ * memory. */
 fine_net *fine_net_plan(const fine_model *m, int B, fine_err *e);
+/* The same on backend be (backend.h). On a device backend the net also holds the parameters
+ * (send them with fine_net_load_params before the first forward), the input and the index
+ * buffers; pointers it hands out (logits, parameters) are device memory. */
+fine_net *fine_net_plan_on(const fine_backend *be, const fine_model *m, int B, fine_err *e);
+size_t fine_net_plan_bytes_on(const fine_backend *be, const fine_model *m, int B);
+const fine_backend *fine_net_backend(const fine_net *n);
+/* The parameters the net computes with: m->w on the CPU, the net's device copy otherwise. */
+float *fine_net_params(fine_net *n, fine_model *m);
+/* Device backends: copy m->w to the device (load) or back (store); no-ops on the CPU. 0 or -1. */
+int fine_net_load_params(fine_net *n, const fine_model *m, fine_err *e);
+int fine_net_store_params(fine_net *n, fine_model *m, fine_err *e);
+/* Copies the logits of a head to host memory dst (fine_net_logits_numel floats). 0 or -1 with e
+ * set when the backend reported a failure. */
+int fine_net_logits_host(fine_net *n, int head, float *dst, fine_err *e);
 void fine_net_free(fine_net *n);
 /* Bytes fine_net_plan would allocate for batch B. */
 size_t fine_net_plan_bytes(const fine_model *m, int B);
 /* Bytes of activations and scratch held by n. */
 size_t fine_net_bytes(const fine_net *n);
 
-/* Forward. train: drop path on, with masks drawn from dp_seed (reproducible). Updates
- * m->vt_check as the reference does on every forward (B 2.7). */
+/* Forward. x is host memory (uploaded by device backends). train: drop path on, with masks
+ * drawn from dp_seed (reproducible). Updates m->vt_check as the reference does on every
+ * forward (B 2.7). */
 void fine_net_forward(fine_net *n, fine_model *m, const float *x, const int64_t *pos, int train,
                       uint64_t dp_seed);
 /* The logits of head 0 or 1 from the last forward, and their element counts. */
@@ -33,11 +55,16 @@ int64_t fine_net_logits_numel(const fine_net *n, int head);
 void fine_net_logits_shape(const fine_net *n, int head, int64_t shape[5]);
 
 /* Backward of the last forward: grad (m->nfloats, the parameter layout) += dL/dparams given
- * dlogits of both heads (dlog1 may be NULL); dx (may be NULL) += dL/dx. */
+ * dlogits of both heads (dlog1 may be NULL); dx (may be NULL) += dL/dx. All in the backend's
+ * memory. */
 void fine_net_backward(fine_net *n, const fine_model *m, float *grad, const float *dlog0,
                        const float *dlog1, float *dx);
 
 /* FLOPs of one forward for batch B (multiply-adds count 2), from the layer shapes. */
 double fine_net_forward_flops(const fine_model *m, int B);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

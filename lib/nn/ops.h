@@ -23,6 +23,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Sets the OpenMP and OpenBLAS thread counts (n <= 0: all cores). */
 void fine_nn_set_threads(int n);
 
@@ -181,5 +185,9 @@ double fine_soft_dice(float *dlogits, const float *probs, const uint8_t *target,
  * the identity and factor 2 takes index 2o + 1. D, H, W must be multiples of the factors. */
 void fine_downsample_labels(uint8_t *out, const uint8_t *in, int64_t B, int64_t D, int64_t H,
                             int64_t W, const int f[3]);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -1,6 +1,8 @@
 /* train.c: loss, backward and SGD for one batch (fine-reference B 5.2, 5.3). */
 #include "nn/train.h"
 
+#include "nn/backend.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,38 +26,83 @@ double fine_poly_lr(double lr0, int epoch, int epochs)
     return lr0 * pow(f > 0 ? f : 0, 0.9);
 }
 
-int fine_trainer_init(fine_trainer *t, const fine_model *m, int B, fine_err *e)
+int fine_trainer_init_on(fine_trainer *t, const fine_backend *be, const fine_model *m, int B, fine_err *e)
 {
     memset(t, 0, sizeof *t);
     t->B = B;
+    t->be = be;
     t->val_ema = t->val_best = NAN;
-    t->net = fine_net_plan(m, B, e);
+    t->net = fine_net_plan_on(be, m, B, e);
     if (!t->net)
         return -1;
     int64_t n0 = fine_net_logits_numel(t->net, 0), n1 = fine_net_logits_numel(t->net, 1);
-    t->grad = calloc(m->nfloats, sizeof(float));
-    t->momentum = calloc(m->nfloats, sizeof(float));
-    t->probs = malloc((size_t)n0 * sizeof(float));
-    t->dlog0 = malloc((size_t)n0 * sizeof(float));
-    t->dlog1 = malloc((size_t)n1 * sizeof(float));
-    t->target1 = malloc((size_t)(n1 / m->cfg.num_classes));
-    if (!t->grad || !t->momentum || !t->probs || !t->dlog0 || !t->dlog1 || !t->target1) {
+    int64_t L0 = n0 / m->cfg.num_classes;
+    t->grad = be->alloc(be->ctx, m->nfloats * sizeof(float));
+    t->momentum = be->alloc(be->ctx, m->nfloats * sizeof(float));
+    t->momentum_host = be->is_device ? calloc(m->nfloats, sizeof(float)) : t->momentum;
+    t->probs = be->alloc(be->ctx, (size_t)n0 * sizeof(float));
+    t->dlog0 = be->alloc(be->ctx, (size_t)n0 * sizeof(float));
+    t->dlog1 = be->alloc(be->ctx, (size_t)n1 * sizeof(float));
+    t->target1 = be->alloc(be->ctx, (size_t)(n1 / m->cfg.num_classes));
+    t->labels = be->is_device ? be->alloc(be->ctx, (size_t)L0) : NULL;
+    if (!t->grad || !t->momentum || !t->momentum_host || !t->probs || !t->dlog0 || !t->dlog1 || !t->target1 ||
+        (be->is_device && !t->labels)) {
         fine_trainer_free(t);
-        return fine_err_set(e, "out of memory for the optimizer and loss buffers");
+        return fine_err_set(e, "out of memory on %s for the optimizer and loss buffers", be->name);
     }
     return 0;
 }
 
+int fine_trainer_init(fine_trainer *t, const fine_model *m, int B, fine_err *e)
+{
+    return fine_trainer_init_on(t, fine_backend_cpu(), m, B, e);
+}
+
 void fine_trainer_free(fine_trainer *t)
 {
+    const fine_backend *be = t->be;
+    if (!be) {
+        memset(t, 0, sizeof *t);
+        return;
+    }
     fine_net_free(t->net);
-    free(t->grad);
-    free(t->momentum);
-    free(t->probs);
-    free(t->dlog0);
-    free(t->dlog1);
-    free(t->target1);
+    if (t->momentum_host != t->momentum)
+        free(t->momentum_host);
+    void *bufs[] = {t->grad, t->momentum, t->probs, t->dlog0, t->dlog1, t->target1, t->labels};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i])
+            be->free(be->ctx, bufs[i]);
     memset(t, 0, sizeof *t);
+}
+
+int fine_trainer_push(fine_trainer *t, const fine_model *m, fine_err *e)
+{
+    if (!t->be->is_device)
+        return 0;
+    t->be->upload(t->be->ctx, t->momentum, t->momentum_host, m->nfloats * sizeof(float));
+    return fine_net_load_params(t->net, m, e);
+}
+
+int fine_trainer_pull(fine_trainer *t, fine_model *m, fine_err *e)
+{
+    if (!t->be->is_device)
+        return 0;
+    t->be->download(t->be->ctx, t->momentum_host, t->momentum, m->nfloats * sizeof(float));
+    return fine_net_store_params(t->net, m, e);
+}
+
+int fine_trainer_check(fine_trainer *t, fine_err *e)
+{
+    return t->be->sync(t->be->ctx, e);
+}
+
+/* labels (B, L) in the backend's memory */
+static const uint8_t *labels_on(fine_trainer *t, const uint8_t *labels, int64_t n)
+{
+    if (!t->be->is_device)
+        return labels;
+    t->be->upload(t->be->ctx, t->labels, labels, (size_t)n);
+    return t->labels;
 }
 
 void fine_dice_count(fine_dice_counts *s, const float *logits, const uint8_t *target, int64_t nb,
@@ -109,7 +156,8 @@ void fine_trainer_eval(fine_trainer *t, fine_model *m, const float *x, const uin
     const fine_config *c = &m->cfg;
     int64_t L0 = (int64_t)c->crop[0] * c->crop[1] * c->crop[2];
     fine_net_forward(t->net, m, x, pos, 0, 0);
-    fine_dice_count(s, fine_net_logits(t->net, 0), labels, nb, c->num_classes, L0);
+    const uint8_t *y = labels_on(t, labels, (int64_t)nb * L0);
+    t->be->dice_count(t->be->ctx, s, fine_net_logits(t->net, 0), y, nb, c->num_classes, L0);
 }
 
 int fine_trainer_val_update(fine_trainer *t, double dice)
@@ -130,37 +178,32 @@ double fine_train_step(fine_trainer *t, fine_model *m, const fine_train_opts *o,
     int64_t B = t->B, K = c->num_classes;
     int64_t L0 = (int64_t)c->crop[0] * c->crop[1] * c->crop[2];
     int64_t L1 = fine_net_logits_numel(t->net, 1) / (B * K);
+    const fine_backend *be = t->be;
+    void *cx = be->ctx;
     fine_net_forward(t->net, m, x, pos, 1, o->seed ^ (uint64_t)t->iteration);
+    const uint8_t *y = labels_on(t, labels, B * L0);
     /* head 1's target: nearest-neighbour downsampling by (1, 2, 2) (B 5.2) */
     int f[3] = {1, 2, 2};
-    fine_downsample_labels(t->target1, labels, B, c->crop[0], c->crop[1], c->crop[2], f);
+    be->downsample_labels(cx, t->target1, y, B, c->crop[0], c->crop[1], c->crop[2], f);
     const float *l0 = fine_net_logits(t->net, 0), *l1 = fine_net_logits(t->net, 1);
-    memset(t->dlog0, 0, (size_t)(B * K * L0) * sizeof(float));
-    memset(t->dlog1, 0, (size_t)(B * K * L1) * sizeof(float));
+    be->zero(cx, t->dlog0, (size_t)(B * K * L0) * sizeof(float));
+    be->zero(cx, t->dlog1, (size_t)(B * K * L1) * sizeof(float));
     float w0 = (float)c->ds_weights[0], w1 = (float)c->ds_weights[1];
     double loss = 0;
-    loss += w0 * fine_softmax_ce(t->probs, t->dlog0, l0, labels, B, K, L0, w0);
-    loss += w0 * fine_soft_dice(t->dlog0, t->probs, labels, B, K, L0, w0);
-    loss += w1 * fine_softmax_ce(t->probs, t->dlog1, l1, t->target1, B, K, L1, w1);
-    loss += w1 * fine_soft_dice(t->dlog1, t->probs, t->target1, B, K, L1, w1);
-    fine_dice_count(&t->train, l0, labels, B, K, L0);
-    memset(t->grad, 0, m->nfloats * sizeof(float));
+    loss += w0 * be->softmax_ce(cx, t->probs, t->dlog0, l0, y, B, K, L0, w0);
+    loss += w0 * be->soft_dice(cx, t->dlog0, t->probs, y, B, K, L0, w0);
+    loss += w1 * be->softmax_ce(cx, t->probs, t->dlog1, l1, t->target1, B, K, L1, w1);
+    loss += w1 * be->soft_dice(cx, t->dlog1, t->probs, t->target1, B, K, L1, w1);
+    be->dice_count(cx, &t->train, l0, y, B, K, L0);
+    be->zero(cx, t->grad, m->nfloats * sizeof(float));
     fine_net_backward(t->net, m, t->grad, t->dlog0, t->dlog1, NULL);
     /* global L2 clipping, then SGD with Nesterov momentum and L2 weight decay as PyTorch:
      * d = g + wd p; buf = mu buf + d; p -= lr (d + mu buf) */
-    double ss = 0;
-    for (size_t i = 0; i < m->nfloats; i++)
-        ss += (double)t->grad[i] * t->grad[i];
-    double norm = sqrt(ss);
+    double norm = sqrt(be->sumsq(cx, t->grad, m->nfloats));
     *grad_norm = norm;
     float scale = norm > o->clip ? (float)(o->clip / (norm + 1e-6)) : 1.0f;
-    float mu = (float)o->momentum, wd = (float)o->weight_decay, lrf = (float)lr;
-    float *p = m->w, *g = t->grad, *buf = t->momentum;
-    for (size_t i = 0; i < m->nfloats; i++) {
-        float d = g[i] * scale + wd * p[i];
-        buf[i] = mu * buf[i] + d;
-        p[i] -= lrf * (d + mu * buf[i]);
-    }
+    be->sgd_step(cx, fine_net_params(t->net, m), t->momentum, t->grad, m->nfloats, scale, (float)o->momentum,
+                 (float)o->weight_decay, (float)lr);
     t->iteration++;
     return loss;
 }
@@ -181,7 +224,7 @@ int fine_trainer_write_state(fine_writer *w, const fine_trainer *t, const fine_m
     fine_map_i64(r, "seed", (int64_t)o->seed);
     fine_map_f64(r, "val_ema", t->val_ema);
     fine_map_f64(r, "val_best", t->val_best);
-    fine_tensor mom = {.dtype = FINE_F32, .ndim = 1, .shape = {(int64_t)m->nfloats}, .data = t->momentum};
+    fine_tensor mom = {.dtype = FINE_F32, .ndim = 1, .shape = {(int64_t)m->nfloats}, .data = t->momentum_host};
     fine_map_tensor(r, "momentum", &mom);
     int rc = fine_writer_put(w, r, e);
     fine_map_free(r);
@@ -213,7 +256,7 @@ int fine_trainer_read_state(const fine_record *r, fine_trainer *t, const fine_mo
     }
     t->val_ema = ema;
     t->val_best = best;
-    memcpy(t->momentum, mom.data, m->nfloats * sizeof(float));
+    memcpy(t->momentum_host, mom.data, m->nfloats * sizeof(float));
     fine_tensor_free(&mom);
     t->iteration = it;
     o->epochs = (int)epochs;

@@ -12,6 +12,10 @@
 #include "nn/fine_net.h"
 #include "stream.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct fine_train_opts {
     double lr, momentum, weight_decay, clip; /* 0.01, 0.99, 3e-5, 12 */
     int epochs, iters_per_epoch;             /* 1000 x 250 for bcv */
@@ -36,10 +40,15 @@ void fine_dice_count(fine_dice_counts *s, const float *logits, const uint8_t *ta
  * target nor in the prediction); returns their mean over non-NaN classes (NaN if none). */
 double fine_dice_global(const fine_dice_counts *s, int K, double *per_class);
 
+typedef struct fine_backend fine_backend;
+
 typedef struct fine_trainer {
     fine_net *net;
+    const fine_backend *be;  /* where net, grad, momentum and the loss buffers live */
     int B;
     float *grad, *momentum;  /* m->nfloats each */
+    float *momentum_host;    /* the momentum the checkpoint reads and writes (= momentum on the CPU) */
+    uint8_t *labels;         /* device backends: the uploaded labels */
     float *probs, *dlog0, *dlog1; /* head-sized work buffers */
     uint8_t *target1;        /* labels downsampled for head 1 */
     int64_t iteration;       /* completed iterations */
@@ -47,8 +56,17 @@ typedef struct fine_trainer {
     double val_ema, val_best; /* moving average (alpha 0.9) of the validation Dice and its best; NaN before */
 } fine_trainer;
 
+/* Plans the network and the optimizer buffers for batch B on the CPU, or on backend be. */
 int fine_trainer_init(fine_trainer *t, const fine_model *m, int B, fine_err *e);
+int fine_trainer_init_on(fine_trainer *t, const fine_backend *be, const fine_model *m, int B, fine_err *e);
 void fine_trainer_free(fine_trainer *t);
+/* Device backends keep parameters and momentum on the device: push sends m->w and the host
+ * momentum there (after init or a resume), pull brings them back (before a checkpoint is
+ * written). No-ops on the CPU. 0 or -1. */
+int fine_trainer_push(fine_trainer *t, const fine_model *m, fine_err *e);
+int fine_trainer_pull(fine_trainer *t, fine_model *m, fine_err *e);
+/* 0, or -1 with e set when the backend reported a failure since the last check. */
+int fine_trainer_check(fine_trainer *t, fine_err *e);
 
 /* One iteration on x (B, C, crop) and labels (B, crop): forward in training mode, loss, backward,
  * clipping, SGD at learning rate lr. Returns the loss (weighted sum over the two heads) and sets
@@ -78,5 +96,9 @@ int fine_trainer_write_state(fine_writer *w, const fine_trainer *t, const fine_m
 /* Reads a train_state record into t (momentum, iteration) and o; 0 or -1. */
 int fine_trainer_read_state(const fine_record *r, fine_trainer *t, const fine_model *m,
                             fine_train_opts *o, int *epoch, fine_err *e);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -1,0 +1,284 @@
+/* cuda_backend.cu: opening a GPU (stream, cuBLAS and cuDNN handles, reduction buffers), its
+ * memory functions, error recording, and the backend table of the CUDA implementations in
+ * the other .cu files here. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/backend.h"
+#include "nn/cuda/cuda_ctx.h"
+#include "nn/cuda/cuda_ops.h"
+
+typedef struct cuda_backend {
+    fine_backend be; /* first: fine_cuda_backend_close casts back */
+    fine_cuda_ctx ctx;
+    char name[300];
+} cuda_backend;
+
+extern "C" void fine_cuda_fail(fine_cuda_ctx *c, const char *where, const char *what)
+{
+    if (c->failed)
+        return;
+    c->failed = 1;
+    snprintf(c->msg, sizeof c->msg, "%s: %s", where, what);
+}
+
+extern "C" int fine_cuda_ok(fine_cuda_ctx *c, cudaError_t r, const char *where)
+{
+    if (r == cudaSuccess)
+        return 1;
+    fine_cuda_fail(c, where, cudaGetErrorString(r));
+    return 0;
+}
+
+extern "C" int fine_cublas_ok(fine_cuda_ctx *c, cublasStatus_t r, const char *where)
+{
+    if (r == CUBLAS_STATUS_SUCCESS)
+        return 1;
+    char what[64];
+    snprintf(what, sizeof what, "cuBLAS status %d", (int)r);
+    fine_cuda_fail(c, where, what);
+    return 0;
+}
+
+extern "C" int fine_cudnn_ok(fine_cuda_ctx *c, cudnnStatus_t r, const char *where)
+{
+    if (r == CUDNN_STATUS_SUCCESS)
+        return 1;
+    fine_cuda_fail(c, where, cudnnGetErrorString(r));
+    return 0;
+}
+
+extern "C" unsigned fine_cuda_blocks(int64_t n, int threads)
+{
+    int64_t b = (n + threads - 1) / threads;
+    if (b < 1)
+        b = 1;
+    if (b > 65535 * 16)
+        b = 65535 * 16;
+    return (unsigned)b;
+}
+
+/* ------------------------------------------------------------------ memory */
+
+static void *cu_alloc(void *ctx, size_t bytes)
+{
+    fine_cuda_ctx *c = (fine_cuda_ctx *)ctx;
+    if (c->nalloc == c->cap) {
+        int cap = c->cap ? 2 * c->cap : 64;
+        void **p = (void **)realloc(c->ptrs, (size_t)cap * sizeof *p);
+        if (!p)
+            return NULL;
+        c->ptrs = p;
+        size_t *s = (size_t *)realloc(c->sizes, (size_t)cap * sizeof *s);
+        if (!s)
+            return NULL;
+        c->sizes = s;
+        c->cap = cap;
+    }
+    void *d = NULL;
+    if (cudaMalloc(&d, bytes ? bytes : 1) != cudaSuccess) {
+        cudaGetLastError(); /* out of memory is reported by the caller, not sticky */
+        return NULL;
+    }
+    if (!fine_cuda_ok(c, cudaMemsetAsync(d, 0, bytes, c->stream), "alloc")) {
+        cudaFree(d);
+        return NULL;
+    }
+    c->ptrs[c->nalloc] = d;
+    c->sizes[c->nalloc] = bytes;
+    c->nalloc++;
+    c->live_bytes += bytes;
+    if (c->live_bytes > c->peak_bytes)
+        c->peak_bytes = c->live_bytes;
+    return d;
+}
+
+static void cu_free(void *ctx, void *p)
+{
+    fine_cuda_ctx *c = (fine_cuda_ctx *)ctx;
+    if (!p)
+        return;
+    for (int i = 0; i < c->nalloc; i++)
+        if (c->ptrs[i] == p) {
+            c->live_bytes -= c->sizes[i];
+            c->ptrs[i] = c->ptrs[c->nalloc - 1];
+            c->sizes[i] = c->sizes[c->nalloc - 1];
+            c->nalloc--;
+            break;
+        }
+    cudaStreamSynchronize(c->stream); /* queued work may still read p */
+    fine_cuda_ok(c, cudaFree(p), "free");
+}
+
+static void cu_upload(void *ctx, void *dst, const void *src, size_t bytes)
+{
+    fine_cuda_ctx *c = (fine_cuda_ctx *)ctx;
+    /* pageable source: cudaMemcpyAsync stages it before returning, so src may be reused */
+    fine_cuda_ok(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream), "upload");
+}
+
+static void cu_download(void *ctx, void *dst, const void *src, size_t bytes)
+{
+    fine_cuda_ctx *c = (fine_cuda_ctx *)ctx;
+    fine_cuda_ok(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream), "download");
+    fine_cuda_ok(c, cudaStreamSynchronize(c->stream), "download");
+}
+
+static int cu_sync(void *ctx, fine_err *e)
+{
+    fine_cuda_ctx *c = (fine_cuda_ctx *)ctx;
+    fine_cuda_ok(c, cudaStreamSynchronize(c->stream), "sync");
+    fine_cuda_ok(c, cudaGetLastError(), "sync");
+    if (!c->failed)
+        return 0;
+    fine_err_set(e, "cuda:%d: %s", c->device, c->msg);
+    return -1;
+}
+
+static size_t cu_peak(void *ctx)
+{
+    return ((fine_cuda_ctx *)ctx)->peak_bytes;
+}
+
+/* ------------------------------------------------------------------ open and close */
+
+static void fill_table(fine_backend *b)
+{
+    b->is_device = 1;
+    b->alloc = cu_alloc;
+    b->free = cu_free;
+    b->upload = cu_upload;
+    b->download = cu_download;
+    b->zero = fine_cu_zero;
+    b->copy = fine_cu_copy;
+    b->sync = cu_sync;
+    b->peak_bytes = cu_peak;
+    b->copy_rows = fine_cu_copy_rows;
+    b->axpy_rows = fine_cu_axpy_rows;
+    b->sum_rows_acc = fine_cu_sum_rows_acc;
+    b->memtok_gather = fine_cu_memtok_gather;
+    b->memtok_gather_backward = fine_cu_memtok_gather_backward;
+    b->conv3d_scratch = fine_cu_conv3d_scratch;
+    b->conv3d_forward = fine_cu_conv3d_forward;
+    b->conv3d_backward = fine_cu_conv3d_backward;
+    b->convT3d_scratch = fine_cu_convT3d_scratch;
+    b->convT3d_forward = fine_cu_convT3d_forward;
+    b->convT3d_backward = fine_cu_convT3d_backward;
+    b->to_channels_last = fine_cu_to_channels_last;
+    b->to_channels_first = fine_cu_to_channels_first;
+    b->to_channels_last_backward = fine_cu_to_channels_last_backward;
+    b->layernorm_forward = fine_cu_layernorm_forward;
+    b->layernorm_backward = fine_cu_layernorm_backward;
+    b->gelu_forward = fine_cu_gelu_forward;
+    b->gelu_backward = fine_cu_gelu_backward;
+    b->linear_forward = fine_cu_linear_forward;
+    b->linear_backward = fine_cu_linear_backward;
+    b->add = fine_cu_add;
+    b->accumulate = fine_cu_accumulate;
+    b->drop_path = fine_cu_drop_path;
+    b->window_partition = fine_cu_window_partition;
+    b->window_reverse = fine_cu_window_reverse;
+    b->window_partition_acc = fine_cu_window_partition_acc;
+    b->relpos_bias = fine_cu_relpos_bias;
+    b->relpos_bias_backward = fine_cu_relpos_bias_backward;
+    b->attention_forward = fine_cu_attention_forward;
+    b->attention_scratch = fine_cu_attention_scratch;
+    b->attention_backward = fine_cu_attention_backward;
+    b->softmax_ce = fine_cu_softmax_ce;
+    b->soft_dice = fine_cu_soft_dice;
+    b->downsample_labels = fine_cu_downsample_labels;
+    b->dice_count = fine_cu_dice_count;
+    b->sumsq = fine_cu_sumsq;
+    b->sgd_step = fine_cu_sgd_step;
+}
+
+extern "C" void fine_cuda_backend_close(fine_backend *be)
+{
+    if (!be)
+        return;
+    cuda_backend *cb = (cuda_backend *)be;
+    fine_cuda_ctx *c = &cb->ctx;
+    if (c->stream)
+        cudaStreamSynchronize(c->stream);
+    for (int i = 0; i < c->nalloc; i++)
+        cudaFree(c->ptrs[i]);
+    free(c->ptrs);
+    free(c->sizes);
+    if (c->red)
+        cudaFree(c->red);
+    if (c->red_host)
+        cudaFreeHost(c->red_host);
+    if (c->dnn)
+        cudnnDestroy(c->dnn);
+    if (c->blas)
+        cublasDestroy(c->blas);
+    if (c->stream)
+        cudaStreamDestroy(c->stream);
+    free(cb);
+}
+
+extern "C" fine_backend *fine_cuda_backend_open(int device, fine_err *e)
+{
+    int count = 0;
+    cudaError_t r = cudaGetDeviceCount(&count);
+    if (r != cudaSuccess) {
+        fine_err_set(e, "cuda:%d: no usable GPU (%s)", device, cudaGetErrorString(r));
+        return NULL;
+    }
+    if (device >= count) {
+        fine_err_set(e, "cuda:%d: no such GPU (%d found)", device, count);
+        return NULL;
+    }
+    cuda_backend *cb = (cuda_backend *)calloc(1, sizeof *cb);
+    if (!cb) {
+        fine_err_set(e, "out of memory");
+        return NULL;
+    }
+    fine_cuda_ctx *c = &cb->ctx;
+    c->device = device;
+    cudaDeviceProp prop;
+    const char *step = "cudaSetDevice";
+    r = cudaSetDevice(device);
+    if (r == cudaSuccess) {
+        step = "cudaGetDeviceProperties";
+        r = cudaGetDeviceProperties(&prop, device);
+    }
+    if (r == cudaSuccess) {
+        step = "cudaStreamCreate";
+        r = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
+    }
+    if (r == cudaSuccess) {
+        step = "cudaMalloc";
+        r = cudaMalloc(&c->red, FINE_CUDA_RED_BYTES);
+    }
+    if (r == cudaSuccess) {
+        step = "cudaMallocHost";
+        r = cudaMallocHost(&c->red_host, FINE_CUDA_RED_BYTES);
+    }
+    if (r != cudaSuccess) {
+        fine_err_set(e, "cuda:%d: %s: %s", device, step, cudaGetErrorString(r));
+        fine_cuda_backend_close(&cb->be);
+        return NULL;
+    }
+    if (cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS ||
+        cublasSetStream(c->blas, c->stream) != CUBLAS_STATUS_SUCCESS) {
+        c->blas = c->blas ? c->blas : NULL;
+        fine_err_set(e, "cuda:%d: cuBLAS could not be initialised", device);
+        fine_cuda_backend_close(&cb->be);
+        return NULL;
+    }
+    cudnnStatus_t ds = cudnnCreate(&c->dnn);
+    if (ds == CUDNN_STATUS_SUCCESS)
+        ds = cudnnSetStream(c->dnn, c->stream);
+    if (ds != CUDNN_STATUS_SUCCESS) {
+        fine_err_set(e, "cuda:%d: cuDNN could not be initialised: %s", device, cudnnGetErrorString(ds));
+        fine_cuda_backend_close(&cb->be);
+        return NULL;
+    }
+    snprintf(cb->name, sizeof cb->name, "cuda:%d (%s)", device, prop.name);
+    cb->be.name = cb->name;
+    cb->be.ctx = c;
+    fill_table(&cb->be);
+    return &cb->be;
+}

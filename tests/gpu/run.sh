@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# tests/gpu/run.sh: the GPU checks of the CUDA backend in one go, under 8 minutes on an H100 or
+# H200. Builds (make, where the build dependencies are installed), then:
+#   1. parity    every CUDA backend function against the CPU one (tests/gpu/parity.c)
+#   2. model     the tiny model on both devices: logits, loss, one SGD step, 30 steps, and
+#                GPU-trained parameters on the CPU (tests/gpu/model.c)
+#   3. tools     fine-train --device cuda on a patch stream, then fine-infer on cuda and cpu
+#   4. bench     bench/gpu (bcv, batch 2, fp32) and the PyTorch peer on the same GPU
+#                (bench/gpu_torch.sh: fp32 and bf16 autocast), with the ratios
+# Everything printed also goes to $OUT/gpu-report.txt (OUT defaults to build/).
+#
+# Environment: FINE_GPU_BIN  a folder holding prebuilt parity, model, gpu, fine-train and
+#                            fine-infer (skips the build; for machines without the -dev packages)
+#              FINE_GPU_LIB  extra library folder for those binaries (LD_LIBRARY_PATH)
+#              FINE_GPU_PATCHES  the patch stream of step 3 (default: made with fine-synth etc.)
+#              FINE_GPU_PEAK  the GPU's fp32 TFLOP/s for the fraction of peak (default 67, H100/H200 SXM)
+set -u
+cd "$(dirname "$0")/../.."
+out=${OUT:-build}
+mkdir -p "$out"
+report=$out/gpu-report.txt
+: >"$report"
+say() { echo "$*" | tee -a "$report"; }
+
+if [ -n "${FINE_GPU_BIN:-}" ]; then
+    bin=$FINE_GPU_BIN
+else
+    make -j"$(nproc)" >/dev/null || { say "run.sh: make failed"; exit 1; }
+    bin=$out/gpu-bin
+    mkdir -p "$bin"
+    for f in build/release/tests/gpu/parity build/release/tests/gpu/model build/release/bench/gpu \
+             bin/fine-train bin/fine-infer bin/fine-synth bin/fine-resample bin/fine-normalize bin/fine-patch; do
+        ln -sf "$PWD/$f" "$bin/"
+    done
+fi
+# cuDNN and cuBLAS from the nvidia Python wheels where the CUDA folder lacks them
+libs=${FINE_GPU_LIB:-}
+for m in cudnn cublas cuda_runtime; do
+    d=$(python3 -c "import nvidia.$m as x; print(list(x.__path__)[0])" 2>/dev/null) && [ -d "$d/lib" ] &&
+        libs=$libs:$d/lib
+done
+ours() { LD_LIBRARY_PATH=${libs#:}:${LD_LIBRARY_PATH:-} "$@"; }
+export libs
+export -f ours
+
+status=0
+# step NAME LIMIT COMMAND...: runs with a time limit, output to the report
+step() {
+    local name=$1 limit=$2
+    shift 2
+    say "== $name"
+    local t0=$(date +%s%N)
+    timeout "$limit" bash -c '"$@"' _ "$@" 2>&1 | tee -a "$report"
+    local rc=${PIPESTATUS[0]}
+    say "== $name: exit $rc after $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+    [ "$rc" = 0 ] || status=1
+}
+
+say "# $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1)"
+step parity 60 ours "$bin/parity" cuda
+step model 45 ours "$bin/model" cuda tiny
+
+tmp=$(mktemp -d)
+patches=${FINE_GPU_PATCHES:-}
+if [ -z "$patches" ]; then
+    patches=$tmp/patches.fst
+    ours "$bin/fine-synth" --cases 1 --scale 0.3 --seed 5 "$tmp/data" >/dev/null 2>&1 &&
+        ours "$bin/fine-resample" --spacing 6,2,2 "$tmp/data" -o "$tmp/pre.fst" &&
+        ours "$bin/fine-normalize" --scheme zscore "$tmp/pre.fst" "$tmp/norm.fst" &&
+        ours "$bin/fine-patch" --train --augment none --crop 32,64,64 --count 10 --seed 1 "$tmp/norm.fst" -o "$patches"
+fi
+tools() {
+    ours "$bin/fine-train" --preset tiny --device cuda --batch 2 --epochs 2 --iters-per-epoch 2 --save-every 1 \
+        -o "$tmp/run" "$patches" || return 1
+    ls -l "$tmp/run"
+    for d in cuda cpu; do
+        local t0=$(date +%s%N)
+        ours "$bin/fine-infer" --model "$tmp/run/final.fst" --device $d --batch 2 --dtype f32 "$patches" \
+            "$tmp/pred_$d.fst" || return 1
+        echo "fine-infer --device $d: $(( ($(date +%s%N) - t0) / 1000000 )) ms, $(stat -c %s "$tmp/pred_$d.fst") bytes"
+    done
+}
+export bin libs tmp patches
+export -f ours tools
+step tools 30 tools
+
+step "bench fine" 80 ours "$bin/gpu" cuda bcv 2 8 8 "${FINE_GPU_PEAK:-67}"
+step "bench pytorch" 100 bench/gpu_torch.sh
+rm -rf "$tmp"
+
+# ratios: ours against the peer's fp32 and bf16 lines
+awk '
+/^train: / { fine_train = $2; fine_mem = $NF + 0; for (i = 1; i <= NF; i++) if ($i == "peak") fine_mem = $(i + 1) }
+/^infer: forward/ { fine_fwd = $3; fine_inf = $10 }
+/train-bench/ || /infer-bench/ {
+    amp = ""; s = ""; pps = ""; mem = ""
+    for (i = 1; i <= NF; i++) {
+        split($i, kv, "=")
+        if (kv[1] == "amp") amp = kv[2]
+        if (kv[1] == "s_per_it") s = kv[2]
+        if (kv[1] == "patches_per_s") pps = kv[2]
+        if (kv[1] == "gpu_peak_alloc_mb") mem = kv[2]
+    }
+    if ($0 ~ /train-bench/) { ts[amp] = s; tm[amp] = mem } else { ip[amp] = pps }
+}
+END {
+    if (fine_train == "") exit
+    for (a in ts) printf("ratio: training, fine fp32 %.3f s/it vs PyTorch %s %.3f s/it: fine is %.2fx as fast; peak memory %.2f GB vs %.2f GB\n",
+                         fine_train, a, ts[a], ts[a] / fine_train, fine_mem, tm[a] / 1000)
+    for (a in ip) printf("ratio: inference, fine fp32 %.2f patches/s (forward alone %.2f) vs PyTorch %s %.2f: %.2fx\n",
+                         fine_inf, fine_fwd, a, ip[a], fine_inf / ip[a])
+}' "$report" | tee -a "$report"
+say "run.sh: $([ $status = 0 ] && echo all steps passed || echo some steps FAILED)"
+exit $status
