@@ -3,8 +3,8 @@
  * GPU's fp32 peak the training iteration reaches. The PyTorch peer's figures on the same GPU
  * come from bench/gpu_torch.sh; tests/gpu/run.sh runs both and prints the ratios.
  *
- *   gpu [DEVICE [PRESET [BATCH [TRAIN_ITERS [INFER_BATCHES [PEAK_TFLOPS]]]]]]
- *   defaults: cuda bcv 2 10 10 67 (the H100/H200 SXM datasheet's fp32 rate)
+ *   gpu [DEVICE [PRESET [BATCH [TRAIN_ITERS [INFER_BATCHES [PEAK_TFLOPS [PRECISION]]]]]]]
+ *   defaults: cuda bcv 2 10 10 67 fp32 (67: the H100/H200 SXM datasheet's fp32 rate)
  *
  * Without a GPU (or a CUDA build) it prints why and exits 0, so `make bench` stays usable. */
 #include <math.h>
@@ -37,11 +37,16 @@ int main(int argc, char **argv)
     int iters = argc > 4 ? atoi(argv[4]) : 10;
     int ibatches = argc > 5 ? atoi(argv[5]) : 10;
     double peak = argc > 6 ? atof(argv[6]) : 67.0;
+    const char *precision = argc > 7 ? argv[7] : "fp32";
     fine_err e = {0};
     fine_backend *be = fine_backend_open(device, &e);
     if (!be) {
         printf("bench/gpu: skipped: %s\n", e.msg);
         return 0;
+    }
+    if (be->set_precision(be->ctx, precision, &e) < 0) {
+        fprintf(stderr, "bench/gpu: %s\n", e.msg);
+        return 1;
     }
     fine_config c;
     fine_model m;
@@ -86,14 +91,14 @@ int main(int argc, char **argv)
     }
     double s_it = wall / iters, flops = 3.0 * fine_net_forward_flops(&m, B);
     size_t train_peak = be->peak_bytes(be->ctx);
-    printf("bench/gpu: %s preset %s batch %d crop %dx%dx%d fp32\n", be->name, preset, B, c.crop[0], c.crop[1],
-           c.crop[2]);
+    printf("bench/gpu: %s preset %s batch %d crop %dx%dx%d %s\n", be->name, preset, B, c.crop[0], c.crop[1],
+           c.crop[2], precision);
     printf("train: %.4f s/it  %.2f it/s  loss %.4f -> %.4f  %.1f TFLOP/s (%.1f%% of %.0f)  peak %.2f GB\n", s_it,
            1.0 / s_it, first, last, flops / s_it / 1e12, 100.0 * flops / s_it / 1e12 / peak, peak,
            (double)train_peak / 1e9);
     fine_trainer_free(&t);
 
-    /* inference: the forward alone, then fine_infer (forward + logits to the host + softmax) */
+    /* inference: the forward alone, then fine_infer (forward, softmax, probabilities to the host) */
     fine_net *n = fine_net_plan_on(be, &m, B, &e);
     if (!n || fine_net_load_params(n, &m, &e) < 0) {
         fprintf(stderr, "bench/gpu: %s\n", e.msg);
@@ -129,7 +134,7 @@ int main(int argc, char **argv)
             inf += fine_now() - t0;
     }
     fine_infer_free(p);
-    printf("infer: forward %.2f patches/s  with softmax on the host %.2f patches/s  peak %.2f GB\n",
+    printf("infer: forward %.2f patches/s  with softmax, to the host %.2f patches/s  peak %.2f GB\n",
            B * ibatches / fw, B * ibatches / inf, (double)be->peak_bytes(be->ctx) / 1e9);
     free(x);
     free(y);

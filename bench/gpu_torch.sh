@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # gpu_torch.sh: the PyTorch peer (bench/torch_fine.py) on a CUDA GPU, for the GPU benchmark of
 # issue 7. The bcv preset at batch 2 (64x128x128 crop, 14 classes): training iterations in fp32
-# (TF32 off) and under bf16 autocast, 3 warm-up + 5 timed; inference batches likewise, 3 + 10.
+# (TF32 off, then on) and under bf16 autocast (cuDNN autotuning off, then on as nnU-Net trains),
+# 3 warm-up + 5 timed; inference batches likewise (fp32, TF32, bf16), 3 + 10.
 # One line per run on stdout, torch_fine.py's train-bench / infer-bench line: key=value fields,
 # the run told apart by amp=; s_per_it (train) or s_per_batch (infer) is the mean over the timed
 # iterations, patches_per_s = batch / that, gpu_peak_alloc_mb the peak of
@@ -31,7 +32,10 @@ peer() {
 }
 
 peer train-bench --amp none --warmup 3 --iters 5
+peer train-bench --amp none --tf32 --warmup 3 --iters 5
 peer train-bench --amp bf16 --warmup 3 --iters 5
+peer train-bench --amp bf16 --cudnn-benchmark --warmup 3 --iters 5
 peer infer-bench --amp none --warmup 3 --iters 10
+peer infer-bench --amp none --tf32 --warmup 3 --iters 10
 peer infer-bench --amp bf16 --warmup 3 --iters 10
 exit $status

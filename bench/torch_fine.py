@@ -948,6 +948,12 @@ class BenchRun:
     def __init__(self, args):
         self.dev = bench_device(args.device)
         self.gpu = self.dev.type == "cuda"
+        self.tf32 = self.gpu and args.tf32
+        self.cudnn_benchmark = self.gpu and args.cudnn_benchmark
+        if self.gpu:
+            torch.backends.cuda.matmul.allow_tf32 = self.tf32
+            torch.backends.cudnn.allow_tf32 = self.tf32
+            torch.backends.cudnn.benchmark = self.cudnn_benchmark
         self.amp_name = args.amp
         self.amp = AMP_DTYPES[args.amp]
         self.warmup = args.warmup if args.warmup is not None else (3 if self.gpu else 1)
@@ -986,7 +992,8 @@ class BenchRun:
         if self.gpu:
             gpu = torch.cuda.get_device_name(self.dev).replace(" ", "_")
             s += (f" gpu_peak_alloc_mb={self.gpu_alloc_mb:.0f} gpu_peak_reserved_mb={self.gpu_reserved_mb:.0f}"
-                  f" tf32=0 gpu={gpu} torch={torch.__version__}")
+                  f" tf32={int(self.tf32)} cudnn_benchmark={int(self.cudnn_benchmark)} gpu={gpu}"
+                  f" torch={torch.__version__}")
         return s
 
 
@@ -1129,6 +1136,9 @@ def main(argv):
         q.add_argument("--amp", default="none", choices=list(AMP_DTYPES),
                        help="CUDA: autocast the forward to bf16 or fp16 (fp16 with a GradScaler); "
                        "default none (fp32, TF32 off)")
+        q.add_argument("--tf32", action="store_true", help="CUDA: allow TF32 in matmuls and convolutions")
+        q.add_argument("--cudnn-benchmark", action="store_true",
+                       help="CUDA: torch.backends.cudnn.benchmark = True (as nnU-Net trains)")
     a = ap.parse_args(argv)
     if a.cmd in ("train-bench", "infer-bench"):
         if a.iters < 1 or (a.warmup is not None and a.warmup < 0):

@@ -99,7 +99,9 @@ struct fine_infer {
     float *prob;             /* (B, K, crop) results */
     float *sm;               /* (K, crop) one patch's softmax of one TTA pass */
     int64_t *pos;            /* (B, 3) */
-    float *lg;               /* device backends: head 0's logits brought to the host */
+    const fine_backend *be;
+    float *dprob;            /* device backends: the softmax on the device (B, K, crop) */
+    float *lg;               /* device backends, TTA: one pass's softmax on the host */
 };
 
 fine_infer *fine_infer_new(fine_model *m, int batch, int tta, fine_err *e)
@@ -125,6 +127,7 @@ fine_infer *fine_infer_new_on(const fine_backend *be, fine_model *m, int batch, 
     int64_t n = p->dims[0] * p->dims[1] * p->dims[2];
     p->vox_in = p->C * n;
     p->vox_out = p->K * n;
+    p->be = be;
     p->net = fine_net_plan_on(be, m, batch, e);
     if (!p->net) {
         free(p);
@@ -137,15 +140,18 @@ fine_infer *fine_infer_new_on(const fine_backend *be, fine_model *m, int batch, 
     size_t in_bytes = (size_t)(p->vox_in * batch) * sizeof(float);
     size_t out_bytes = (size_t)(p->vox_out * batch) * sizeof(float);
     p->x = aligned_alloc(64, in_bytes);
-    p->prob = aligned_alloc(64, out_bytes);
+    p->prob = be->host_alloc(be->ctx, out_bytes);
     p->pos = calloc((size_t)batch * 3, sizeof(int64_t));
     if (tta) {
         p->xm = aligned_alloc(64, in_bytes);
         p->sm = aligned_alloc(64, (size_t)p->vox_out * sizeof(float));
     }
-    if (be->is_device)
-        p->lg = aligned_alloc(64, out_bytes);
-    if (!p->x || !p->prob || !p->pos || (tta && (!p->xm || !p->sm)) || (be->is_device && !p->lg)) {
+    if (be->is_device) {
+        p->dprob = be->alloc(be->ctx, out_bytes);
+        p->lg = tta ? be->host_alloc(be->ctx, out_bytes) : NULL;
+    }
+    if (!p->x || !p->prob || !p->pos || (tta && (!p->xm || !p->sm)) ||
+        (be->is_device && (!p->dprob || (tta && !p->lg)))) {
         fine_infer_free(p);
         fine_err_set(e, "out of memory (%.1f MB of patch buffers for batch %d)",
                      (double)(2 * in_bytes + out_bytes) / 1e6, batch);
@@ -162,10 +168,14 @@ void fine_infer_free(fine_infer *p)
     fine_net_free(p->net);
     free(p->x);
     free(p->xm);
-    free(p->prob);
+    if (p->prob)
+        p->be->host_free(p->be->ctx, p->prob);
+    if (p->lg)
+        p->be->host_free(p->be->ctx, p->lg);
+    if (p->dprob)
+        p->be->free(p->be->ctx, p->dprob);
     free(p->sm);
     free(p->pos);
-    free(p->lg);
     free(p);
 }
 
@@ -194,12 +204,15 @@ int64_t fine_infer_prob_numel(const fine_infer *p)
     return p->vox_out;
 }
 
-/* Head 0's logits of the last forward on the host. */
-static const float *logits(fine_infer *p, fine_err *e)
+/* Device backends: the softmax of the first n patches of the last forward, computed on the
+ * device and brought to dst on the host. */
+static int device_softmax(fine_infer *p, int n, float *dst, fine_err *e)
 {
-    if (!p->lg)
-        return fine_net_logits(p->net, 0);
-    return fine_net_logits_host(p->net, 0, p->lg, e) < 0 ? NULL : p->lg;
+    const fine_backend *be = p->be;
+    int64_t nvox = p->dims[0] * p->dims[1] * p->dims[2];
+    be->softmax_channels(be->ctx, p->dprob, fine_net_logits(p->net, 0), n, p->K, nvox);
+    be->download(be->ctx, dst, p->dprob, (size_t)(n * p->vox_out) * sizeof(float));
+    return be->sync(be->ctx, e);
 }
 
 int fine_infer_run(fine_infer *p, int n, fine_err *e)
@@ -212,9 +225,9 @@ int fine_infer_run(fine_infer *p, int n, fine_err *e)
     }
     if (!p->tta) {
         fine_net_forward(p->net, p->m, p->x, p->pos, 0, 0);
-        const float *lg = logits(p, e);
-        if (!lg)
-            return -1;
+        if (p->be->is_device)
+            return device_softmax(p, n, p->prob, e);
+        const float *lg = fine_net_logits(p->net, 0);
         for (int b = 0; b < n; b++)
             fine_softmax_channels(p->prob + b * p->vox_out, lg + b * p->vox_out, p->K, nvox);
         return 0;
@@ -224,9 +237,15 @@ int fine_infer_run(fine_infer *p, int n, fine_err *e)
         for (int b = 0; b < p->B; b++)
             fine_mirror(p->xm + b * p->vox_in, p->x + b * p->vox_in, p->C, p->dims, axes);
         fine_net_forward(p->net, p->m, p->xm, p->pos, 0, 0); /* the unmirrored pos (A4) */
-        const float *lg = logits(p, e);
-        if (!lg)
-            return -1;
+        if (p->be->is_device) {
+            if (device_softmax(p, n, p->lg, e) < 0)
+                return -1;
+            for (int b = 0; b < n; b++)
+                fine_mirror_accumulate(p->prob + b * p->vox_out, p->lg + b * p->vox_out, p->K, p->dims, axes,
+                                       0.125f);
+            continue;
+        }
+        const float *lg = fine_net_logits(p->net, 0);
         for (int b = 0; b < n; b++) {
             fine_softmax_channels(p->sm, lg + b * p->vox_out, p->K, nvox);
             fine_mirror_accumulate(p->prob + b * p->vox_out, p->sm, p->K, p->dims, axes, 0.125f);

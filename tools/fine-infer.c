@@ -34,6 +34,7 @@ static void usage(void)
            "  --tta              mirroring test-time augmentation (8 passes per patch)\n"
            "  --dtype f16|f32    probability dtype (default f16, as nnU-Net's npz)\n"
            "  --device D         cpu (default), cuda or cuda:N (builds with the CUDA backend)\n"
+           "  --precision P      fp32 (default) or, on cuda, tf32 (tensor-core matrix products)\n"
            "  --threads N        threads (default: all cores)\n"
            "  -f, --force        overwrite OUT\n"
            "  -q, --quiet        no progress line\n"
@@ -46,7 +47,7 @@ static void usage(void)
 }
 
 typedef struct options {
-    const char *model, *in, *out, *device;
+    const char *model, *in, *out, *device, *precision;
     int batch, tta, force, quiet, progress, threads;
     fine_dtype dtype;
 } options;
@@ -188,7 +189,7 @@ static int run(fine_model *m, const options *o, int argc, char **argv)
     }
     int rc = fine_writer_header(s.w, fine_reader_provenance(s.r), TOOL, argc, argv, &e);
     fine_backend *be = NULL;
-    if (rc == 0 && !(be = fine_backend_open(o->device, &e)))
+    if (rc == 0 && (!(be = fine_backend_open(o->device, &e)) || be->set_precision(be->ctx, o->precision, &e) < 0))
         rc = -1;
     if (rc == 0 && !(s.inf = fine_infer_new_on(be, m, o->batch, o->tta, &e)))
         rc = -1;
@@ -243,11 +244,11 @@ int main(int argc, char **argv)
 {
     fine_cli_omp_passive(argv);
     fine_cli_init();
-    enum { O_MODEL = 256, O_BATCH, O_TTA, O_DTYPE, O_DEVICE, O_THREADS, O_PROGRESS, O_VERSION };
+    enum { O_MODEL = 256, O_BATCH, O_TTA, O_DTYPE, O_DEVICE, O_PRECISION, O_THREADS, O_PROGRESS, O_VERSION };
     static const struct option opts[] = {
         {"model", required_argument, NULL, O_MODEL},     {"batch", required_argument, NULL, O_BATCH},
         {"tta", no_argument, NULL, O_TTA},               {"dtype", required_argument, NULL, O_DTYPE},
-        {"device", required_argument, NULL, O_DEVICE},   {"threads", required_argument, NULL, O_THREADS},
+        {"device", required_argument, NULL, O_DEVICE},   {"precision", required_argument, NULL, O_PRECISION},   {"threads", required_argument, NULL, O_THREADS},
         {"force", no_argument, NULL, 'f'},               {"quiet", no_argument, NULL, 'q'},
         {"progress", no_argument, NULL, O_PROGRESS},     {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, O_VERSION},       {NULL, 0, NULL, 0},
@@ -257,6 +258,7 @@ int main(int argc, char **argv)
     o.batch = 1;
     o.dtype = FINE_F16;
     o.device = "cpu";
+    o.precision = "fp32";
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":fqh", opts, NULL)) != -1) {
@@ -282,6 +284,7 @@ int main(int argc, char **argv)
                 return fine_cli_usage(TOOL, "--device must be cpu or cuda[:N], not '%s'", optarg);
             o.device = optarg;
             break;
+        case O_PRECISION: o.precision = optarg; break;
         case O_THREADS:
             if (fine_parse_i64(optarg, &v) < 0 || v > 1024)
                 return fine_cli_usage(TOOL, "--threads needs an integer from 0 (all cores) to 1024, not '%s'",

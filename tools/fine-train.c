@@ -63,6 +63,7 @@ static void usage(void)
            "  --log FILE           one JSON object per epoch (appended to on --resume)\n"
            "  --threads N          CPU threads (default: all cores)\n"
            "  --device D           cpu (default), cuda or cuda:N (builds with the CUDA backend)\n"
+           "  --precision P        fp32 (default) or, on cuda, tf32 (tensor-core matrix products)\n"
            "  -q, --quiet          no progress line and no epoch lines\n"
            "  --progress           a progress line even when stderr is not a terminal\n"
            "  -f, --force          accepted (checkpoints in DIR are always replaced)\n"
@@ -461,7 +462,7 @@ int main(int argc, char **argv)
     fine_cli_omp_passive(argv);
     fine_cli_init();
     const char *preset = NULL, *config = NULL, *planpath = NULL, *resume = NULL, *valpath = NULL;
-    const char *device = "cpu";
+    const char *device = "cpu", *precision = "fp32";
     char *sets[64];
     int nsets = 0, threads = 0;
     run_args a = {.B = 2, .save_every = 50, .argc = argc, .argv = argv};
@@ -477,7 +478,8 @@ int main(int argc, char **argv)
         {"weight-decay", required_argument, 0, 'W'}, {"clip", required_argument, 0, 'C'},
         {"seed", required_argument, 0, 'S'},   {"save-every", required_argument, 0, 'v'},
         {"log", required_argument, 0, 'L'},    {"threads", required_argument, 0, 't'},
-        {"device", required_argument, 0, 'D'}, {"quiet", no_argument, 0, 'q'},        {"progress", no_argument, 0, 'P'},
+        {"device", required_argument, 0, 'D'}, {"precision", required_argument, 0, 'R'},
+        {"quiet", no_argument, 0, 'q'},        {"progress", no_argument, 0, 'P'},
         {"force", no_argument, 0, 'f'},        {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},      {0, 0, 0, 0}};
     int ch;
@@ -502,6 +504,7 @@ int main(int argc, char **argv)
                 return fine_cli_usage(TOOL, "--device must be cpu or cuda[:N], not '%s'", optarg);
             device = optarg;
             break;
+        case 'R': precision = optarg; break;
         case 'E':
         case 'I':
         case 'b':
@@ -602,7 +605,8 @@ int main(int argc, char **argv)
         goto fail_early;
     }
     fine_backend *be = fine_backend_open(device, &e);
-    if (!be) {
+    if (!be || be->set_precision(be->ctx, precision, &e) < 0) {
+        fine_backend_close(be);
         fine_model_free(&m);
         goto fail_early;
     }

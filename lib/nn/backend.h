@@ -30,12 +30,20 @@ typedef struct fine_backend {
     /* memory */
     void *(*alloc)(void *ctx, size_t bytes); /* NULL when out of memory; zeroed */
     void (*free)(void *ctx, void *p);
+    /* Host memory the backend copies to and from fastest (pinned for CUDA); NULL when out of
+     * memory. */
+    void *(*host_alloc)(void *ctx, size_t bytes);
+    void (*host_free)(void *ctx, void *p);
     void (*upload)(void *ctx, void *dst, const void *host_src, size_t bytes);
     void (*download)(void *ctx, void *host_dst, const void *src, size_t bytes); /* waits */
     void (*zero)(void *ctx, void *p, size_t bytes);
     void (*copy)(void *ctx, void *dst, const void *src, size_t bytes);
     /* Waits for queued work; 0, or -1 with e set to the first failure since the last sync. */
     int (*sync)(void *ctx, fine_err *e);
+    /* Arithmetic: "fp32" (the default; every backend) or "tf32" (CUDA: tensor-core GEMMs and
+     * convolutions on fp32 data, 10-bit mantissa products, fp32 sums). Before planning a
+     * network. 0, or -1 with e set for a precision this backend does not have. */
+    int (*set_precision)(void *ctx, const char *name, fine_err *e);
     /* Bytes of device memory in use at most so far (0 for the CPU). */
     size_t (*peak_bytes)(void *ctx);
 
@@ -115,6 +123,8 @@ typedef struct fine_backend {
     /* Adds the argmax counts (train.h fine_dice_count) into the host struct s. */
     void (*dice_count)(void *ctx, fine_dice_counts *s, const float *logits, const uint8_t *target,
                        int64_t nb, int64_t K, int64_t L);
+    /* Softmax over the K channels of (B, K, L) logits (inference). */
+    void (*softmax_channels)(void *ctx, float *out, const float *in, int64_t B, int64_t K, int64_t L);
     /* sum of x[i]^2 in double, returned on the host */
     double (*sumsq)(void *ctx, const float *x, size_t n);
     /* SGD with Nesterov momentum and L2 weight decay as PyTorch, on clipped gradients:

@@ -22,6 +22,12 @@ static void cpu_free(void *ctx, void *p)
     free(p);
 }
 
+static void *cpu_host_alloc(void *ctx, size_t bytes)
+{
+    (void)ctx;
+    return aligned_alloc(64, (bytes + 63) / 64 * 64);
+}
+
 static void cpu_memcpy(void *ctx, void *dst, const void *src, size_t bytes)
 {
     (void)ctx;
@@ -40,6 +46,14 @@ static int cpu_sync(void *ctx, fine_err *e)
     (void)ctx;
     (void)e;
     return 0;
+}
+
+static int cpu_set_precision(void *ctx, const char *name, fine_err *e)
+{
+    (void)ctx;
+    if (strcmp(name, "fp32") == 0)
+        return 0;
+    return fine_err_set(e, "precision '%s' is not available on the CPU (fp32 only)", name);
 }
 
 static size_t cpu_peak(void *ctx)
@@ -314,6 +328,30 @@ static void cpu_dice_count(void *ctx, fine_dice_counts *s, const float *logits, 
     fine_dice_count(s, logits, target, nb, K, L);
 }
 
+/* per voxel: max, expf(x - max), 1 / sum, products (the CUDA kernel's order) */
+static void cpu_softmax_channels(void *ctx, float *out, const float *in, int64_t B, int64_t K, int64_t L)
+{
+    (void)ctx;
+#pragma omp parallel for schedule(static) if (B * L > 65536)
+    for (int64_t v = 0; v < B * L; v++) {
+        int64_t b = v / L, i = v % L;
+        const float *l = in + b * K * L + i;
+        float *p = out + b * K * L + i;
+        float mx = l[0];
+        for (int64_t k = 1; k < K; k++)
+            mx = l[k * L] > mx ? l[k * L] : mx;
+        float sum = 0.0f;
+        for (int64_t k = 0; k < K; k++) {
+            float e = expf(l[k * L] - mx);
+            p[k * L] = e;
+            sum += e;
+        }
+        float r = 1.0f / sum;
+        for (int64_t k = 0; k < K; k++)
+            p[k * L] *= r;
+    }
+}
+
 static double cpu_sumsq(void *ctx, const float *x, size_t n)
 {
     (void)ctx;
@@ -340,11 +378,14 @@ static const fine_backend cpu_backend = {
     .is_device = 0,
     .alloc = cpu_alloc,
     .free = cpu_free,
+    .host_alloc = cpu_host_alloc,
+    .host_free = cpu_free,
     .upload = cpu_memcpy,
     .download = cpu_memcpy,
     .zero = cpu_zero,
     .copy = cpu_memcpy,
     .sync = cpu_sync,
+    .set_precision = cpu_set_precision,
     .peak_bytes = cpu_peak,
     .copy_rows = cpu_copy_rows,
     .axpy_rows = cpu_axpy_rows,
@@ -381,6 +422,7 @@ static const fine_backend cpu_backend = {
     .soft_dice = cpu_soft_dice,
     .downsample_labels = cpu_downsample_labels,
     .dice_count = cpu_dice_count,
+    .softmax_channels = cpu_softmax_channels,
     .sumsq = cpu_sumsq,
     .sgd_step = cpu_sgd_step,
 };

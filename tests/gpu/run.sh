@@ -5,15 +5,16 @@
 #   2. model     the tiny model on both devices: logits, loss, one SGD step, 30 steps, and
 #                GPU-trained parameters on the CPU (tests/gpu/model.c)
 #   3. tools     fine-train --device cuda on a patch stream, then fine-infer on cuda and cpu
-#   4. bench     bench/gpu (bcv, batch 2, fp32) and the PyTorch peer on the same GPU
-#                (bench/gpu_torch.sh: fp32 and bf16 autocast), with the ratios
+#   4. bench     bench/gpu (bcv, batch 2, fp32 and tf32) and the PyTorch peer on the same GPU
+#                (bench/gpu_torch.sh: fp32, TF32, bf16 autocast), with the ratios
 # Everything printed also goes to $OUT/gpu-report.txt (OUT defaults to build/).
 #
 # Environment: FINE_GPU_BIN  a folder holding prebuilt parity, model, gpu, fine-train and
 #                            fine-infer (skips the build; for machines without the -dev packages)
 #              FINE_GPU_LIB  extra library folder for those binaries (LD_LIBRARY_PATH)
 #              FINE_GPU_PATCHES  the patch stream of step 3 (default: made with fine-synth etc.)
-#              FINE_GPU_PEAK  the GPU's fp32 TFLOP/s for the fraction of peak (default 67, H100/H200 SXM)
+#              FINE_GPU_PEAK, FINE_GPU_PEAK_TF32  the GPU's fp32 and dense TF32 TFLOP/s for the
+#                            fraction of peak (defaults 67 and 495, the H100/H200 SXM datasheet)
 set -u
 cd "$(dirname "$0")/../.."
 out=${OUT:-build}
@@ -59,6 +60,7 @@ step() {
 say "# $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1)"
 step parity 60 ours "$bin/parity" cuda
 step model 45 ours "$bin/model" cuda tiny
+step "model tf32" 45 ours "$bin/model" cuda tiny tf32
 
 tmp=$(mktemp -d)
 patches=${FINE_GPU_PATCHES:-}
@@ -84,31 +86,37 @@ export bin libs tmp patches
 export -f ours tools
 step tools 30 tools
 
-step "bench fine" 80 ours "$bin/gpu" cuda bcv 2 8 8 "${FINE_GPU_PEAK:-67}"
+step "bench fine" 60 ours "$bin/gpu" cuda bcv 2 8 8 "${FINE_GPU_PEAK:-67}" fp32
+step "bench fine tf32" 60 ours "$bin/gpu" cuda bcv 2 8 8 "${FINE_GPU_PEAK_TF32:-495}" tf32
 step "bench pytorch" 100 bench/gpu_torch.sh
 rm -rf "$tmp"
 
-# ratios: ours against the peer's fp32 and bf16 lines
+# ratios: each of ours (fp32, tf32) against each PyTorch run on the same GPU
 awk '
-/^train: / { fine_train = $2; fine_mem = $NF + 0; for (i = 1; i <= NF; i++) if ($i == "peak") fine_mem = $(i + 1) }
-/^infer: forward/ { fine_fwd = $3; fine_inf = $10 }
-/train-bench/ || /infer-bench/ {
-    amp = ""; s = ""; pps = ""; mem = ""
+/^bench\/gpu: .* preset / { prec = $NF }
+/^train: / { ft[prec] = $2; for (i = 1; i <= NF; i++) if ($i == "peak") fm[prec] = $(i + 1) }
+/^infer: forward/ { ff[prec] = $3; fi[prec] = $10 }
+/torch_fine (train|infer)-bench/ {
+    amp = ""; s = ""; pps = ""; mem = ""; tf = 0; cb = 0
     for (i = 1; i <= NF; i++) {
         split($i, kv, "=")
         if (kv[1] == "amp") amp = kv[2]
         if (kv[1] == "s_per_it") s = kv[2]
         if (kv[1] == "patches_per_s") pps = kv[2]
         if (kv[1] == "gpu_peak_alloc_mb") mem = kv[2]
+        if (kv[1] == "tf32") tf = kv[2]
+        if (kv[1] == "cudnn_benchmark") cb = kv[2]
     }
-    if ($0 ~ /train-bench/) { ts[amp] = s; tm[amp] = mem } else { ip[amp] = pps }
+    name = (amp == "none" ? "fp32" : amp) (tf == 1 ? "+tf32" : "") (cb == 1 ? "+cudnn.benchmark" : "")
+    if ($0 ~ /train-bench/) { ts[name] = s; tm[name] = mem } else { ip[name] = pps }
 }
 END {
-    if (fine_train == "") exit
-    for (a in ts) printf("ratio: training, fine fp32 %.3f s/it vs PyTorch %s %.3f s/it: fine is %.2fx as fast; peak memory %.2f GB vs %.2f GB\n",
-                         fine_train, a, ts[a], ts[a] / fine_train, fine_mem, tm[a] / 1000)
-    for (a in ip) printf("ratio: inference, fine fp32 %.2f patches/s (forward alone %.2f) vs PyTorch %s %.2f: %.2fx\n",
-                         fine_inf, fine_fwd, a, ip[a], fine_inf / ip[a])
-}' "$report" | tee -a "$report"
+    for (p in ft) for (a in ts)
+        printf("ratio: training, fine %s %.4f s/it (peak %.2f GB) vs PyTorch %s %.4f s/it (peak %.2f GB): fine %.2fx as fast, %.2fx the memory\n",
+               p, ft[p], fm[p], a, ts[a], tm[a] / 1000, ts[a] / ft[p], fm[p] / (tm[a] / 1000))
+    for (p in fi) for (a in ip)
+        printf("ratio: inference, fine %s %.2f patches/s to the host (forward alone %.2f) vs PyTorch %s %.2f on the device: %.2fx\n",
+               p, fi[p], ff[p], a, ip[a], fi[p] / ip[a])
+}' "$report" | sort | tee -a "$report"
 say "run.sh: $([ $status = 0 ] && echo all steps passed || echo some steps FAILED)"
 exit $status

@@ -111,6 +111,26 @@ static void cu_free(void *ctx, void *p)
     fine_cuda_ok(c, cudaFree(p), "free");
 }
 
+static void *cu_host_alloc(void *ctx, size_t bytes)
+{
+    (void)ctx;
+    void *p = NULL;
+    if (cudaMallocHost(&p, bytes ? bytes : 1) != cudaSuccess) {
+        cudaGetLastError();
+        return NULL;
+    }
+    return p;
+}
+
+static void cu_host_free(void *ctx, void *p)
+{
+    fine_cuda_ctx *c = (fine_cuda_ctx *)ctx;
+    if (p) {
+        cudaStreamSynchronize(c->stream);
+        fine_cuda_ok(c, cudaFreeHost(p), "host_free");
+    }
+}
+
 static void cu_upload(void *ctx, void *dst, const void *src, size_t bytes)
 {
     fine_cuda_ctx *c = (fine_cuda_ctx *)ctx;
@@ -136,6 +156,23 @@ static int cu_sync(void *ctx, fine_err *e)
     return -1;
 }
 
+static int cu_set_precision(void *ctx, const char *name, fine_err *e)
+{
+    fine_cuda_ctx *c = (fine_cuda_ctx *)ctx;
+    int tf32;
+    if (strcmp(name, "fp32") == 0)
+        tf32 = 0;
+    else if (strcmp(name, "tf32") == 0)
+        tf32 = 1;
+    else
+        return fine_err_set(e, "cuda:%d: precision '%s' is not implemented (fp32, tf32)", c->device, name);
+    if (cublasSetMathMode(c->blas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH) != CUBLAS_STATUS_SUCCESS)
+        return fine_err_set(e, "cuda:%d: cuBLAS refused the math mode of precision %s", c->device, name);
+    c->tf32 = tf32;
+    c->conv.n = 0; /* algorithms were chosen for the other math */
+    return 0;
+}
+
 static size_t cu_peak(void *ctx)
 {
     return ((fine_cuda_ctx *)ctx)->peak_bytes;
@@ -148,11 +185,14 @@ static void fill_table(fine_backend *b)
     b->is_device = 1;
     b->alloc = cu_alloc;
     b->free = cu_free;
+    b->host_alloc = cu_host_alloc;
+    b->host_free = cu_host_free;
     b->upload = cu_upload;
     b->download = cu_download;
     b->zero = fine_cu_zero;
     b->copy = fine_cu_copy;
     b->sync = cu_sync;
+    b->set_precision = cu_set_precision;
     b->peak_bytes = cu_peak;
     b->copy_rows = fine_cu_copy_rows;
     b->axpy_rows = fine_cu_axpy_rows;
@@ -189,6 +229,7 @@ static void fill_table(fine_backend *b)
     b->soft_dice = fine_cu_soft_dice;
     b->downsample_labels = fine_cu_downsample_labels;
     b->dice_count = fine_cu_dice_count;
+    b->softmax_channels = fine_cu_softmax_channels;
     b->sumsq = fine_cu_sumsq;
     b->sgd_step = fine_cu_sgd_step;
 }

@@ -2,7 +2,7 @@
  * (cuBLAS + layout kernels); contracts in ops.h, CPU reference in ops_conv.c.
  *
  * conv3d. NCDHW float tensors, filter (Cout, Cin, k0, k1, k2) = cuDNN's NCHW filter with five
- * dimensions, cross-correlation, FMA math (no TF32). The legacy descriptors are made per call
+ * dimensions, cross-correlation, FMA math (no TF32) unless the context's precision is tf32. The legacy descriptors are made per call
  * (cheap); the algorithms are chosen once per shape, at plan time by fine_cu_conv3d_scratch, from
  * cuDNN's heuristics (the first usable result: fastest expected, FMA math, workspace <= 1 GiB),
  * and kept in ctx->conv. Forward and backward find them there and use the caller's scratch as the
@@ -215,16 +215,20 @@ static int conv_descs_make(fine_cuda_ctx *c, const fine_conv3d_shape *s, const c
              fine_cudnn_ok(c, cudnnSetConvolutionNdDescriptor(d->conv, 3, s->pad, s->stride, dil,
                                                               CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
                            where) &&
-             fine_cudnn_ok(c, cudnnSetConvolutionMathType(d->conv, CUDNN_FMA_MATH), where);
+             fine_cudnn_ok(c, cudnnSetConvolutionMathType(d->conv, c->tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH),
+                           where);
     if (!ok)
         conv_descs_free(d);
     return ok;
 }
 
-/* Tensor-core results of the heuristics would be TF32 for float: not ours. */
-static int conv_math_ok(cudnnMathType_t m)
+/* Tensor-core results of the heuristics are TF32 for float: only at precision tf32. Never the
+ * ones that convert to half precision. */
+static int conv_math_ok(const fine_cuda_ctx *c, cudnnMathType_t m)
 {
-    return m != CUDNN_TENSOR_OP_MATH && m != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
+    if (m == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)
+        return 0;
+    return c->tf32 || m != CUDNN_TENSOR_OP_MATH;
 }
 
 /* The three algorithms of the shape behind d: for each direction the first heuristic result
@@ -243,7 +247,7 @@ static int conv_select(fine_cuda_ctx *c, const conv_descs *d, fine_conv_choice d
                        where))
         return 0;
     for (int i = 0; i < n && dir[FINE_CONV_FWD].algo < 0; i++)
-        if (fwd[i].status == CUDNN_STATUS_SUCCESS && conv_math_ok(fwd[i].mathType) &&
+        if (fwd[i].status == CUDNN_STATUS_SUCCESS && conv_math_ok(c, fwd[i].mathType) &&
             cudnnGetConvolutionForwardWorkspaceSize(c->dnn, d->x, d->w, d->conv, d->y, fwd[i].algo, &ws) ==
                 CUDNN_STATUS_SUCCESS &&
             ws <= CONV_MAX_WORKSPACE)
@@ -256,7 +260,7 @@ static int conv_select(fine_cuda_ctx *c, const conv_descs *d, fine_conv_choice d
                        where))
         return 0;
     for (int i = 0; i < n && dir[FINE_CONV_BWD_DATA].algo < 0; i++)
-        if (bwd[i].status == CUDNN_STATUS_SUCCESS && conv_math_ok(bwd[i].mathType) &&
+        if (bwd[i].status == CUDNN_STATUS_SUCCESS && conv_math_ok(c, bwd[i].mathType) &&
             cudnnGetConvolutionBackwardDataWorkspaceSize(c->dnn, d->w, d->y, d->conv, d->x, bwd[i].algo,
                                                          &ws) == CUDNN_STATUS_SUCCESS &&
             ws <= CONV_MAX_WORKSPACE)
@@ -269,7 +273,7 @@ static int conv_select(fine_cuda_ctx *c, const conv_descs *d, fine_conv_choice d
                        where))
         return 0;
     for (int i = 0; i < n && dir[FINE_CONV_BWD_FILTER].algo < 0; i++)
-        if (bwf[i].status == CUDNN_STATUS_SUCCESS && conv_math_ok(bwf[i].mathType) &&
+        if (bwf[i].status == CUDNN_STATUS_SUCCESS && conv_math_ok(c, bwf[i].mathType) &&
             cudnnGetConvolutionBackwardFilterWorkspaceSize(c->dnn, d->x, d->y, d->conv, d->w, bwf[i].algo,
                                                            &ws) == CUDNN_STATUS_SUCCESS &&
             ws <= CONV_MAX_WORKSPACE)

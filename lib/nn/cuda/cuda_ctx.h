@@ -28,6 +28,7 @@ typedef struct fine_cuda_ctx {
     cublasHandle_t blas;
     cudnnHandle_t dnn;
     fine_conv_cache conv;     /* cuDNN algorithms per convolution shape */
+    int tf32;                 /* precision tf32: tensor-core GEMMs and convolutions on fp32 data */
     void *red;                /* FINE_CUDA_RED_BYTES of device memory */
     void *red_host;           /* FINE_CUDA_RED_BYTES of pinned host memory */
     size_t live_bytes, peak_bytes; /* of alloc()ed memory, tracked in the table below */

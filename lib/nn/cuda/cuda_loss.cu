@@ -404,3 +404,37 @@ extern "C" void fine_cu_sgd_step(void *ctx, float *p, float *buf, const float *g
                                                                                      gscale, mu, wd, lr);
     fine_cuda_ok(c, cudaGetLastError(), "fine_cu_sgd_step");
 }
+
+/* ------------------------------------------------------------------ softmax for inference */
+
+/* One thread per voxel of (B, K, L): the CPU's order (max, expf(x - max), 1 / sum, products). */
+__global__ static void softmax_channels_kernel(float *out, const float *in, int64_t B, int64_t K, int64_t L)
+{
+    for (int64_t v = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; v < B * L;
+         v += (int64_t)gridDim.x * blockDim.x) {
+        int64_t b = v / L, i = v % L;
+        const float *l = in + b * K * L + i;
+        float *p = out + b * K * L + i;
+        float mx = l[0];
+        for (int64_t k = 1; k < K; k++)
+            mx = l[k * L] > mx ? l[k * L] : mx;
+        float sum = 0.0f;
+        for (int64_t k = 0; k < K; k++) {
+            float e = expf(l[k * L] - mx);
+            p[k * L] = e;
+            sum += e;
+        }
+        float r = 1.0f / sum;
+        for (int64_t k = 0; k < K; k++)
+            p[k * L] *= r;
+    }
+}
+
+extern "C" void fine_cu_softmax_channels(void *ctx, float *out, const float *in, int64_t B, int64_t K, int64_t L)
+{
+    fine_cuda_ctx *c = (fine_cuda_ctx *)ctx;
+    if (B <= 0 || K <= 0 || L <= 0)
+        return;
+    softmax_channels_kernel<<<fine_cuda_blocks(B * L, THREADS), THREADS, 0, c->stream>>>(out, in, B, K, L);
+    fine_cuda_ok(c, cudaGetLastError(), "fine_cu_softmax_channels");
+}

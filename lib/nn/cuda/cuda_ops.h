@@ -89,6 +89,7 @@ void fine_cu_downsample_labels(void *ctx, uint8_t *out, const uint8_t *in, int64
 void fine_cu_dice_count(void *ctx, fine_dice_counts *s, const float *logits, const uint8_t *target,
                         int64_t nb, int64_t K, int64_t L);
 double fine_cu_sumsq(void *ctx, const float *x, size_t n);
+void fine_cu_softmax_channels(void *ctx, float *out, const float *in, int64_t B, int64_t K, int64_t L);
 void fine_cu_sgd_step(void *ctx, float *p, float *buf, const float *g, size_t n, float gscale, float mu,
                       float wd, float lr);
 
