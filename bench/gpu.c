@@ -99,7 +99,7 @@ int main(int argc, char **argv)
     fine_trainer_free(&t);
 
     /* inference: the forward alone, then fine_infer (forward, softmax, probabilities to the host) */
-    fine_net *n = fine_net_plan_on(be, &m, B, &e);
+    fine_net *n = fine_net_plan_eval_on(be, &m, B, &e);
     if (!n || fine_net_load_params(n, &m, &e) < 0) {
         fprintf(stderr, "bench/gpu: %s\n", e.msg);
         return 1;

@@ -128,7 +128,7 @@ fine_infer *fine_infer_new_on(const fine_backend *be, fine_model *m, int batch, 
     p->vox_in = p->C * n;
     p->vox_out = p->K * n;
     p->be = be;
-    p->net = fine_net_plan_on(be, m, batch, e);
+    p->net = fine_net_plan_eval_on(be, m, batch, e);
     if (!p->net) {
         free(p);
         return NULL;

@@ -58,6 +58,11 @@ typedef struct conv_act {
     float *out;
 } conv_act;
 
+typedef struct bump {
+    char *base;
+    size_t off;
+} bump;
+
 struct fine_net {
     int B;
     const fine_model *m; /* for shapes only */
@@ -98,17 +103,15 @@ struct fine_net {
     float *ga, *gb, *gc, *gd, *ge; /* each max_act floats */
     float *gw1, *gw2, *gw3, *gw4, *gw5; /* window-sized: max over stages of Bw*T*3C etc. */
     float *gatt;                        /* the backend's attention-backward scratch */
-    size_t max_act, max_win, att_scratch_n;
+    int eval;                           /* evaluation only: no backward, pooled block buffers */
+    bump pool[3];                       /* 0, 1: block outputs in turn; 2: block temporaries */
+    size_t pool_max[3], main_bytes;
+    size_t max_act, max_win, att_scratch_n, max_tok;
     char *arena;
     size_t bytes;
 };
 
 /* ------------------------------------------------------------------ planning */
-
-typedef struct bump {
-    char *base;
-    size_t off;
-} bump;
 
 static float *take(bump *b, size_t nfloats)
 {
@@ -128,6 +131,19 @@ static int64_t hidden_of(const fine_model *m, int64_t C)
     return (int64_t)(m->cfg.mlp_ratio * (double)C);
 }
 
+/* Evaluation nets: pool i, emptied for a new user; pool_end records how much the user took. */
+static bump *pool_start(fine_net *n, int i)
+{
+    n->pool[i].off = 0;
+    return &n->pool[i];
+}
+
+static void pool_end(fine_net *n, int i)
+{
+    if (n->eval && n->pool[i].off > n->pool_max[i])
+        n->pool_max[i] = n->pool[i].off;
+}
+
 static void plan_layer(fine_net *n, layer_acts *la, bump *b, bump *d, const fine_stage_dims *s,
                        const char *prefix, int index, int depth)
 {
@@ -142,42 +158,52 @@ static void plan_layer(fine_net *n, layer_acts *la, bump *b, bump *d, const fine
     la->mask = s->shift > 0 && depth > 1 ? take(b, (size_t)(s->nW * N * N)) : NULL;
     for (int j = 0; j < depth; j++) {
         block_acts *k = &la->blk[j];
-        k->ln1 = take(b, (size_t)(B * L * C));
-        k->ln1_mean = take(b, (size_t)(B * L));
-        k->ln1_rstd = take(b, (size_t)(B * L));
-        k->seq = take(b, (size_t)(Bw * T * C));
-        k->qkv = take(b, (size_t)(Bw * T * 3 * C));
-        k->att = take(b, (size_t)(Bw * h * T * T));
-        k->ao = take(b, (size_t)(Bw * T * C));
-        k->po = take(b, (size_t)(Bw * T * C));
-        k->bias = take(b, (size_t)(h * N * N));
-        k->x1 = take(b, (size_t)(B * L * C));
-        k->ln2 = take(b, (size_t)(B * L * C));
-        k->ln2_mean = take(b, (size_t)(B * L));
-        k->ln2_rstd = take(b, (size_t)(B * L));
-        k->fc1 = take(b, (size_t)(B * L * hid));
-        k->act = take(b, (size_t)(B * L * hid));
-        k->out = take(b, (size_t)(B * L * C));
+        /* an evaluation-only net keeps no block's activations for a backward: a block's
+         * temporaries share one pool with every other block's, its outputs (out, gnext) come
+         * from two pools in turn (a block reads the previous block's) */
+        bump *kb = b, *ko = b;
+        if (n->eval) {
+            kb = pool_start(n, 2);
+            ko = pool_start(n, j & 1);
+        }
+        k->ln1 = take(kb, (size_t)(B * L * C));
+        k->ln1_mean = take(kb, (size_t)(B * L));
+        k->ln1_rstd = take(kb, (size_t)(B * L));
+        k->seq = take(kb, (size_t)(Bw * T * C));
+        k->qkv = take(kb, (size_t)(Bw * T * 3 * C));
+        k->att = take(kb, (size_t)(Bw * h * T * T));
+        k->ao = take(kb, (size_t)(Bw * T * C));
+        k->po = take(kb, (size_t)(Bw * T * C));
+        k->bias = take(kb, (size_t)(h * N * N));
+        k->x1 = take(kb, (size_t)(B * L * C));
+        k->ln2 = take(kb, (size_t)(B * L * C));
+        k->ln2_mean = take(kb, (size_t)(B * L));
+        k->ln2_rstd = take(kb, (size_t)(B * L));
+        k->fc1 = take(kb, (size_t)(B * L * hid));
+        k->act = take(kb, (size_t)(B * L * hid));
+        k->out = take(ko, (size_t)(B * L * C));
         k->dpx1 = take(d, (size_t)B);
         k->dpx2 = take(d, (size_t)B);
         k->has_gt = j < depth - 1;
         if (k->has_gt) {
-            k->g1 = take(b, (size_t)(Bw * C));
-            k->gln = take(b, (size_t)(Bw * C));
-            k->gln_mean = take(b, (size_t)Bw);
-            k->gln_rstd = take(b, (size_t)Bw);
-            k->gfc1 = take(b, (size_t)(Bw * hid));
-            k->gact = take(b, (size_t)(Bw * hid));
-            k->g2 = take(b, (size_t)(Bw * C));
-            k->u = take(b, (size_t)(B * U * C));
-            k->uqkv = take(b, (size_t)(B * U * 3 * C));
-            k->uatt = take(b, (size_t)(B * h * U * U));
-            k->uao = take(b, (size_t)(B * U * C));
-            k->upo = take(b, (size_t)(B * U * C));
+            k->g1 = take(kb, (size_t)(Bw * C));
+            k->gln = take(kb, (size_t)(Bw * C));
+            k->gln_mean = take(kb, (size_t)Bw);
+            k->gln_rstd = take(kb, (size_t)Bw);
+            k->gfc1 = take(kb, (size_t)(Bw * hid));
+            k->gact = take(kb, (size_t)(Bw * hid));
+            k->g2 = take(kb, (size_t)(Bw * C));
+            k->u = take(kb, (size_t)(B * U * C));
+            k->uqkv = take(kb, (size_t)(B * U * 3 * C));
+            k->uatt = take(kb, (size_t)(B * h * U * U));
+            k->uao = take(kb, (size_t)(B * U * C));
+            k->upo = take(kb, (size_t)(B * U * C));
             k->dpg1 = take(d, (size_t)Bw);
             k->dpg2 = take(d, (size_t)Bw);
-            k->gnext = take(b, (size_t)(Bw * C));
+            k->gnext = take(ko, (size_t)(Bw * C));
         }
+        pool_end(n, 2);
+        pool_end(n, j & 1);
         size_t win = (size_t)(Bw * T * 3 * C);
         if ((size_t)(Bw * h * T * T) > win)
             win = (size_t)(Bw * h * T * T);
@@ -192,6 +218,8 @@ static void plan_layer(fine_net *n, layer_acts *la, bump *b, bump *d, const fine
         size_t act = (size_t)(B * L * hid);
         if (act > n->max_act)
             n->max_act = act;
+        if ((size_t)(B * L * C) > n->max_tok)
+            n->max_tok = (size_t)(B * L * C);
         fine_attn_shape as = {Bw, T, C, (int)h, 1, s->shift ? s->nW : 0};
         size_t att = n->be->attention_scratch(n->be->ctx, &as);
         if (att > n->att_scratch_n)
@@ -246,37 +274,46 @@ static void plan(fine_net *n, bump *b, bump *d)
     const fine_model *m = n->m;
     const fine_config *c = &m->cfg;
     int64_t B = n->B, E = c->embed_dim, H = E / 2, K = c->num_classes;
-    n->max_act = n->max_win = n->conv_scratch_n = n->att_scratch_n = 0;
+    n->max_act = n->max_win = n->conv_scratch_n = n->att_scratch_n = n->max_tok = 0;
 
     /* patch embedding: conv k3 stride (2,2,2) -> GELU -> LN, conv k3 -> GELU -> LN,
      * conv k3 stride (1,2,2) -> GELU -> LN, conv k3 -> LN (B 1.2 rows 2-7) */
     int64_t r0[3] = {c->crop[0], c->crop[1], c->crop[2]}, r1[3], r2[3], r3[3], r4[3];
     int s222[3] = {2, 2, 2}, s111[3] = {1, 1, 1}, s122[3] = {1, 2, 2};
-    n->c1 = conv_plan(n, b, c->in_chans, r0, H, 3, s222, 1, r1);
+    /* evaluation nets: each stage's buffers in pool 0 or 1 in turn (a stage reads the last) */
+    bump *e0 = n->eval ? pool_start(n, 0) : b;
+    n->c1 = conv_plan(n, e0, c->in_chans, r0, H, 3, s222, 1, r1);
     int64_t v1 = r1[0] * r1[1] * r1[2];
-    n->a1 = take(b, (size_t)(B * H * v1));
-    n->t1 = take(b, (size_t)(B * H * v1));
-    n->n1 = take(b, (size_t)(B * H * v1));
-    n->n1_mean = take(b, (size_t)(B * v1));
-    n->n1_rstd = take(b, (size_t)(B * v1));
-    n->n1cf = take(b, (size_t)(B * H * v1));
-    n->c2 = conv_plan(n, b, H, r1, H, 3, s111, 1, r2);
-    n->a2 = take(b, (size_t)(B * H * v1));
-    n->t2 = take(b, (size_t)(B * H * v1));
-    n->n2 = take(b, (size_t)(B * H * v1));
-    n->n2_mean = take(b, (size_t)(B * v1));
-    n->n2_rstd = take(b, (size_t)(B * v1));
-    n->n2cf = take(b, (size_t)(B * H * v1));
-    n->c3 = conv_plan(n, b, H, r2, E, 3, s122, 1, r3);
+    n->a1 = take(e0, (size_t)(B * H * v1));
+    n->t1 = take(e0, (size_t)(B * H * v1));
+    n->n1 = take(e0, (size_t)(B * H * v1));
+    n->n1_mean = take(e0, (size_t)(B * v1));
+    n->n1_rstd = take(e0, (size_t)(B * v1));
+    n->n1cf = take(e0, (size_t)(B * H * v1));
+    pool_end(n, 0);
+    bump *e1 = n->eval ? pool_start(n, 1) : b;
+    n->c2 = conv_plan(n, e1, H, r1, H, 3, s111, 1, r2);
+    n->a2 = take(e1, (size_t)(B * H * v1));
+    n->t2 = take(e1, (size_t)(B * H * v1));
+    n->n2 = take(e1, (size_t)(B * H * v1));
+    n->n2_mean = take(e1, (size_t)(B * v1));
+    n->n2_rstd = take(e1, (size_t)(B * v1));
+    n->n2cf = take(e1, (size_t)(B * H * v1));
+    pool_end(n, 1);
+    e0 = n->eval ? pool_start(n, 0) : b;
+    n->c3 = conv_plan(n, e0, H, r2, E, 3, s122, 1, r3);
     int64_t v3 = r3[0] * r3[1] * r3[2];
-    n->a3 = take(b, (size_t)(B * E * v3));
-    n->t3 = take(b, (size_t)(B * E * v3));
-    n->n3 = take(b, (size_t)(B * E * v3));
-    n->n3_mean = take(b, (size_t)(B * v3));
-    n->n3_rstd = take(b, (size_t)(B * v3));
-    n->n3cf = take(b, (size_t)(B * E * v3));
-    n->c4 = conv_plan(n, b, E, r3, E, 3, s111, 1, r4);
-    n->t4 = take(b, (size_t)(B * E * v3));
+    n->a3 = take(e0, (size_t)(B * E * v3));
+    n->t3 = take(e0, (size_t)(B * E * v3));
+    n->n3 = take(e0, (size_t)(B * E * v3));
+    n->n3_mean = take(e0, (size_t)(B * v3));
+    n->n3_rstd = take(e0, (size_t)(B * v3));
+    n->n3cf = take(e0, (size_t)(B * E * v3));
+    pool_end(n, 0);
+    e1 = n->eval ? pool_start(n, 1) : b;
+    n->c4 = conv_plan(n, e1, E, r3, E, 3, s111, 1, r4);
+    n->t4 = take(e1, (size_t)(B * E * v3));
+    pool_end(n, 1);
     n->tok0 = take(b, (size_t)(B * E * v3));
     n->tok0_mean = take(b, (size_t)(B * v3));
     n->tok0_rstd = take(b, (size_t)(B * v3));
@@ -332,17 +369,20 @@ static void plan(fine_net *n, bump *b, bump *d)
         need_act(n, numel);
     }
     n->conv_scratch = take(b, n->conv_scratch_n);
-    n->ga = take(b, n->max_act);
-    n->gb = take(b, n->max_act);
-    n->gc = take(b, n->max_act);
-    n->gd = take(b, n->max_act);
-    n->ge = take(b, 2 * n->max_act); /* the MLP backward's two hidden-sized buffers */
-    n->gw1 = take(b, n->max_win);
-    n->gw2 = take(b, n->max_win);
-    n->gw3 = take(b, n->max_win);
-    n->gw4 = take(b, n->max_win);
-    n->gw5 = take(b, n->max_win);
-    n->gatt = take(b, n->att_scratch_n);
+    /* the forward uses ga and gb for token-sized temporaries, the backward for more */
+    n->ga = take(b, n->eval ? n->max_tok : n->max_act);
+    n->gb = take(b, n->eval ? n->max_tok : n->max_act);
+    if (!n->eval) { /* the backward's gradient buffers */
+        n->gc = take(b, n->max_act);
+        n->gd = take(b, n->max_act);
+        n->ge = take(b, 2 * n->max_act); /* the MLP backward's two hidden-sized buffers */
+        n->gw1 = take(b, n->max_win);
+        n->gw2 = take(b, n->max_win);
+        n->gw3 = take(b, n->max_win);
+        n->gw4 = take(b, n->max_win);
+        n->gw5 = take(b, n->max_win);
+        n->gatt = take(b, n->att_scratch_n);
+    }
     if (n->be->is_device) {
         n->w = take(b, n->m->nfloats);
         n->xdev = take(b, (size_t)(B * c->in_chans * c->crop[0] * c->crop[1] * c->crop[2]));
@@ -354,15 +394,20 @@ static void plan(fine_net *n, bump *b, bump *d)
 
 /* Sizes (base NULL) or places (base set) every buffer: activations from b, drop-path scales
  * from d (kept together so one upload sends them). */
+/* The arena is [activations][pools 0, 1, 2][drop-path scales]; the pools are empty unless the
+ * net is evaluation-only. Sets n->main_bytes and n->pool_max. */
 static size_t plan_sizes(fine_net *n, size_t *dp_bytes)
 {
     bump b = {NULL, 0}, d = {NULL, 0};
+    memset(n->pool, 0, sizeof n->pool);
+    memset(n->pool_max, 0, sizeof n->pool_max);
     plan(n, &b, &d);
     *dp_bytes = d.off;
-    return b.off + d.off;
+    n->main_bytes = b.off;
+    return b.off + n->pool_max[0] + n->pool_max[1] + n->pool_max[2] + d.off;
 }
 
-fine_net *fine_net_plan_on(const fine_backend *be, const fine_model *m, int B, fine_err *e)
+static fine_net *plan_net(const fine_backend *be, const fine_model *m, int B, int eval, fine_err *e)
 {
     fine_net *n = calloc(1, sizeof *n);
     if (!n) {
@@ -372,6 +417,7 @@ fine_net *fine_net_plan_on(const fine_backend *be, const fine_model *m, int B, f
     n->B = B;
     n->m = m;
     n->be = be;
+    n->eval = eval;
     size_t dp_bytes;
     size_t total = plan_sizes(n, &dp_bytes);
     n->bytes = total;
@@ -386,6 +432,9 @@ fine_net *fine_net_plan_on(const fine_backend *be, const fine_model *m, int B, f
         return NULL;
     }
     bump b = {n->arena, 0}, d = {n->arena + (total - dp_bytes), 0};
+    n->pool[0].base = n->arena + n->main_bytes;
+    n->pool[1].base = n->pool[0].base + n->pool_max[0];
+    n->pool[2].base = n->pool[1].base + n->pool_max[1];
     plan(n, &b, &d);
     n->dp_first = n->arena + (total - dp_bytes);
     n->dp_end = n->arena + total;
@@ -425,25 +474,38 @@ fine_net *fine_net_plan_on(const fine_backend *be, const fine_model *m, int B, f
     return n;
 }
 
+fine_net *fine_net_plan_on(const fine_backend *be, const fine_model *m, int B, fine_err *e)
+{
+    return plan_net(be, m, B, 0, e);
+}
+
+fine_net *fine_net_plan_eval_on(const fine_backend *be, const fine_model *m, int B, fine_err *e)
+{
+    return plan_net(be, m, B, 1, e);
+}
+
 fine_net *fine_net_plan(const fine_model *m, int B, fine_err *e)
 {
     return fine_net_plan_on(fine_backend_cpu(), m, B, e);
 }
 
-size_t fine_net_plan_bytes_on(const fine_backend *be, const fine_model *m, int B)
+size_t fine_net_plan_bytes_on(const fine_backend *be, const fine_model *m, int B, int eval)
 {
-    fine_net n;
-    memset(&n, 0, sizeof n);
-    n.B = B;
-    n.m = m;
-    n.be = be;
-    size_t dp;
-    return plan_sizes(&n, &dp);
+    fine_net *n = calloc(1, sizeof *n); /* large: the struct holds every stage's pointers */
+    if (!n)
+        return 0;
+    n->B = B;
+    n->m = m;
+    n->be = be;
+    n->eval = eval;
+    size_t dp, total = plan_sizes(n, &dp);
+    free(n);
+    return total;
 }
 
 size_t fine_net_plan_bytes(const fine_model *m, int B)
 {
-    return fine_net_plan_bytes_on(fine_backend_cpu(), m, B);
+    return fine_net_plan_bytes_on(fine_backend_cpu(), m, B, 0);
 }
 
 void fine_net_free(fine_net *n)
@@ -805,13 +867,11 @@ void fine_net_forward(fine_net *n, fine_model *m, const float *x, const int64_t 
         la->in = n->dec_in[k];
         layer_forward(n, m, w, la);
         in = la->blk[la->depth - 1].out;
-    }
-    /* heads: final.0 on the last decoder stage, final.1 on the one before */
-    for (int h = 0; h < 2; h++) {
-        layer_acts *la = &n->dec[h];
-        be->convT3d_forward(cx, &n->head_s[h], n->logits[h], la->blk[la->depth - 1].out,
-                             fine_model_view(m, w, "final.%d.up.weight", h),
-                             fine_model_view(m, w, "final.%d.up.bias", h), n->conv_scratch);
+        /* heads: final.1 on this stage when k = 1, final.0 when k = 0, at once (an evaluation
+         * net reuses the stage's buffers in the next one) */
+        if (k < 2)
+            be->convT3d_forward(cx, &n->head_s[k], n->logits[k], in, fine_model_view(m, w, "final.%d.up.weight", k),
+                                fine_model_view(m, w, "final.%d.up.bias", k), n->conv_scratch);
     }
 }
 
@@ -988,6 +1048,10 @@ static void gelu_ln_backward(const fine_backend *be, const float *w, float *dcon
 void fine_net_backward(fine_net *n, const fine_model *m, float *grad, const float *dlog0, const float *dlog1,
                        float *dx_in)
 {
+    if (n->eval) { /* a bug in the caller: the activations are gone */
+        fprintf(stderr, "fine_net_backward: the net was planned for evaluation only\n");
+        abort();
+    }
     const fine_config *c = &m->cfg;
     int64_t B = n->B, E = c->embed_dim, H = E / 2;
     const fine_backend *be = n->be;

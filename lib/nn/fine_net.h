@@ -28,7 +28,11 @@ fine_net *fine_net_plan(const fine_model *m, int B, fine_err *e);
  * (send them with fine_net_load_params before the first forward), the input and the index
  * buffers; pointers it hands out (logits, parameters) are device memory. */
 fine_net *fine_net_plan_on(const fine_backend *be, const fine_model *m, int B, fine_err *e);
-size_t fine_net_plan_bytes_on(const fine_backend *be, const fine_model *m, int B);
+/* An evaluation-only net: the same forward and logits with far less memory (block activations
+ * are reused from block to block); fine_net_backward must not be called on it. */
+fine_net *fine_net_plan_eval_on(const fine_backend *be, const fine_model *m, int B, fine_err *e);
+/* Bytes fine_net_plan_on (eval 0) or fine_net_plan_eval_on (eval 1) would allocate. */
+size_t fine_net_plan_bytes_on(const fine_backend *be, const fine_model *m, int B, int eval);
 const fine_backend *fine_net_backend(const fine_net *n);
 /* The parameters the net computes with: m->w on the CPU, the net's device copy otherwise. */
 float *fine_net_params(fine_net *n, fine_model *m);
