@@ -140,8 +140,17 @@ static bump *pool_start(fine_net *n, int i)
 
 static void pool_end(fine_net *n, int i)
 {
-    if (n->eval && n->pool[i].off > n->pool_max[i])
+    if (n->pool[i].off > n->pool_max[i])
         n->pool_max[i] = n->pool[i].off;
+}
+
+/* A forward temporary no backward reads (a LayerNorm output only windowed or transposed, an
+ * activation only transposed, a projection only unpacked): pool 2, reused by the next one. */
+static float *temporary(fine_net *n, size_t nfloats)
+{
+    float *p = take(pool_start(n, 2), nfloats);
+    pool_end(n, 2);
+    return p;
 }
 
 static void plan_layer(fine_net *n, layer_acts *la, bump *b, bump *d, const fine_stage_dims *s,
@@ -166,14 +175,14 @@ static void plan_layer(fine_net *n, layer_acts *la, bump *b, bump *d, const fine
             kb = pool_start(n, 2);
             ko = pool_start(n, j & 1);
         }
-        k->ln1 = take(kb, (size_t)(B * L * C));
+        k->ln1 = n->eval ? take(kb, (size_t)(B * L * C)) : temporary(n, (size_t)(B * L * C));
         k->ln1_mean = take(kb, (size_t)(B * L));
         k->ln1_rstd = take(kb, (size_t)(B * L));
         k->seq = take(kb, (size_t)(Bw * T * C));
         k->qkv = take(kb, (size_t)(Bw * T * 3 * C));
         k->att = take(kb, (size_t)(Bw * h * T * T));
         k->ao = take(kb, (size_t)(Bw * T * C));
-        k->po = take(kb, (size_t)(Bw * T * C));
+        k->po = n->eval ? take(kb, (size_t)(Bw * T * C)) : temporary(n, (size_t)(Bw * T * C));
         k->bias = take(kb, (size_t)(h * N * N));
         k->x1 = take(kb, (size_t)(B * L * C));
         k->ln2 = take(kb, (size_t)(B * L * C));
@@ -204,13 +213,12 @@ static void plan_layer(fine_net *n, layer_acts *la, bump *b, bump *d, const fine
         }
         pool_end(n, 2);
         pool_end(n, j & 1);
+        /* the backward's window-sized gradients: of seq, qkv, the attention output and proj
+         * output, and of the memory-token branch (no T x T score matrix: the backends keep
+         * those in the attention scratch) */
         size_t win = (size_t)(Bw * T * 3 * C);
-        if ((size_t)(Bw * h * T * T) > win)
-            win = (size_t)(Bw * h * T * T);
         if ((size_t)(B * U * 3 * C) > win)
             win = (size_t)(B * U * 3 * C);
-        if ((size_t)(B * h * U * U) > win)
-            win = (size_t)(B * h * U * U);
         if ((size_t)(Bw * hid) > win)
             win = (size_t)(Bw * hid);
         if (win > n->max_win)
@@ -284,18 +292,18 @@ static void plan(fine_net *n, bump *b, bump *d)
     bump *e0 = n->eval ? pool_start(n, 0) : b;
     n->c1 = conv_plan(n, e0, c->in_chans, r0, H, 3, s222, 1, r1);
     int64_t v1 = r1[0] * r1[1] * r1[2];
-    n->a1 = take(e0, (size_t)(B * H * v1));
+    n->a1 = temporary(n, (size_t)(B * H * v1));
     n->t1 = take(e0, (size_t)(B * H * v1));
-    n->n1 = take(e0, (size_t)(B * H * v1));
+    n->n1 = temporary(n, (size_t)(B * H * v1));
     n->n1_mean = take(e0, (size_t)(B * v1));
     n->n1_rstd = take(e0, (size_t)(B * v1));
     n->n1cf = take(e0, (size_t)(B * H * v1));
     pool_end(n, 0);
     bump *e1 = n->eval ? pool_start(n, 1) : b;
     n->c2 = conv_plan(n, e1, H, r1, H, 3, s111, 1, r2);
-    n->a2 = take(e1, (size_t)(B * H * v1));
+    n->a2 = temporary(n, (size_t)(B * H * v1));
     n->t2 = take(e1, (size_t)(B * H * v1));
-    n->n2 = take(e1, (size_t)(B * H * v1));
+    n->n2 = temporary(n, (size_t)(B * H * v1));
     n->n2_mean = take(e1, (size_t)(B * v1));
     n->n2_rstd = take(e1, (size_t)(B * v1));
     n->n2cf = take(e1, (size_t)(B * H * v1));
@@ -303,9 +311,9 @@ static void plan(fine_net *n, bump *b, bump *d)
     e0 = n->eval ? pool_start(n, 0) : b;
     n->c3 = conv_plan(n, e0, H, r2, E, 3, s122, 1, r3);
     int64_t v3 = r3[0] * r3[1] * r3[2];
-    n->a3 = take(e0, (size_t)(B * E * v3));
+    n->a3 = temporary(n, (size_t)(B * E * v3));
     n->t3 = take(e0, (size_t)(B * E * v3));
-    n->n3 = take(e0, (size_t)(B * E * v3));
+    n->n3 = temporary(n, (size_t)(B * E * v3));
     n->n3_mean = take(e0, (size_t)(B * v3));
     n->n3_rstd = take(e0, (size_t)(B * v3));
     n->n3cf = take(e0, (size_t)(B * E * v3));
