@@ -104,7 +104,7 @@ struct fine_net {
     float *gw1, *gw2, *gw3, *gw4, *gw5; /* window-sized: max over stages of Bw*T*3C etc. */
     float *gatt;                        /* the backend's attention-backward scratch */
     int eval;                           /* evaluation only: no backward, pooled block buffers */
-    bump pool[3];                       /* 0, 1: block outputs in turn; 2: block temporaries */
+    bump pool[3]; /* 0, 1: evaluation nets: block outputs in turn; 2: forward temporaries */
     size_t pool_max[3], main_bytes;
     size_t max_act, max_win, att_scratch_n, max_tok;
     char *arena;
@@ -400,10 +400,10 @@ static void plan(fine_net *n, bump *b, bump *d)
     }
 }
 
-/* Sizes (base NULL) or places (base set) every buffer: activations from b, drop-path scales
- * from d (kept together so one upload sends them). */
-/* The arena is [activations][pools 0, 1, 2][drop-path scales]; the pools are empty unless the
- * net is evaluation-only. Sets n->main_bytes and n->pool_max. */
+/* Sizes every buffer (plan() with NULL bases). The arena is [activations][pools 0, 1, 2]
+ * [drop-path scales] (the scales together so that one upload sends them); pool 2 holds the
+ * forward temporaries, pools 0 and 1 are used by evaluation-only nets alone. Sets
+ * n->main_bytes and n->pool_max. */
 static size_t plan_sizes(fine_net *n, size_t *dp_bytes)
 {
     bump b = {NULL, 0}, d = {NULL, 0};

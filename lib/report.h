@@ -1,0 +1,190 @@
+/* report.h: the pieces of fine-report's self-contained HTML page.
+ *
+ *   - a growing text buffer with HTML escaping and base64 (for data: URIs);
+ *   - a small strict JSON reader, enough for fine-dice's --json summary and fine-train's --log;
+ *   - the page's data: the scores of a fine-dice summary, the epochs of a training log;
+ *   - the page's sections: the score tables, inline SVG charts (bars, curves), the colour legend;
+ *   - slices of a CT with labels overlaid, as RGB pixels (png_write.h turns them into PNG).
+ *
+ * No state, no threads, no printing: every function that can fail returns -1 (or NULL) and
+ * leaves a one-line message in its fine_err. */
+#ifndef FINE_REPORT_H
+#define FINE_REPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "geometry.h"
+#include "tensor.h"
+
+/* ---------------------------------------------------------------- text buffer */
+
+/* A growing byte buffer, always NUL-terminated once anything was added. Zero it to start.
+ * After an allocation failure `failed` is set and further additions do nothing, so a page can
+ * be assembled with unchecked calls and checked once at the end. */
+typedef struct fine_buf {
+    char *data;
+    size_t len, cap;
+    int failed;
+} fine_buf;
+
+/* Appends n bytes / a string / formatted text. Return 0, or -1 when out of memory. */
+int fine_buf_add(fine_buf *b, const void *p, size_t n);
+int fine_buf_puts(fine_buf *b, const char *s);
+int fine_buf_printf(fine_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends s with & < > " ' escaped as HTML character references (safe in text and in quoted
+ * attribute values). */
+int fine_buf_html(fine_buf *b, const char *s);
+/* Appends the standard base64 encoding (RFC 4648, alphabet A-Z a-z 0-9 + /, '=' padding, no
+ * line breaks) of p[0..n). */
+int fine_buf_base64(fine_buf *b, const uint8_t *p, size_t n);
+void fine_buf_free(fine_buf *b);
+
+/* ---------------------------------------------------------------- JSON */
+
+typedef enum fine_json_type {
+    FINE_JSON_NULL,
+    FINE_JSON_BOOL,
+    FINE_JSON_NUMBER,
+    FINE_JSON_STRING,
+    FINE_JSON_ARRAY,
+    FINE_JSON_OBJECT,
+} fine_json_type;
+
+/* A parsed JSON value; the whole tree is owned by its root. */
+typedef struct fine_json {
+    fine_json_type type;
+    int boolean;              /* BOOL */
+    double number;            /* NUMBER */
+    char *string;             /* STRING: UTF-8, NUL-terminated (a \u0000 escape is refused) */
+    size_t n;                 /* ARRAY, OBJECT: element count */
+    struct fine_json *items;  /* ARRAY, OBJECT: the n values, in document order */
+    char **keys;              /* OBJECT: the n keys */
+} fine_json;
+
+/* Parses one JSON document (RFC 8259) from text[0..len): objects, arrays, strings with every
+ * escape (\uXXXX with surrogate pairs -> UTF-8), numbers in JSON's grammar, true/false/null,
+ * whitespace around; anything after the value is an error. One leniency, for logs written with
+ * printf("%g"): the bare words NaN, nan, Infinity, inf (optionally after '-') are numbers.
+ * Nesting deeper than 64 is refused. On success *out holds the tree (free with fine_json_free);
+ * on failure -1 with e "line L, column C: what was expected". */
+int fine_json_parse(const char *text, size_t len, fine_json *out, fine_err *e);
+/* Frees the tree under v and zeroes v. Safe on a zeroed value. */
+void fine_json_free(fine_json *v);
+/* The value of key in an object (the first one if repeated); NULL when v is not an object or
+ * has no such key. */
+const fine_json *fine_json_get(const fine_json *v, const char *key);
+
+/* Reads a whole file into a malloc'ed buffer (NUL-terminated; *len excludes the NUL). Returns 0
+ * or -1 with e naming the file. */
+int fine_read_file(const char *path, char **data, size_t *len, fine_err *e);
+
+/* ---------------------------------------------------------------- the page's data */
+
+/* The scores of a fine-dice --json summary (nnU-Net summary.json layout; see evaluate.h):
+ * labels and organ names from "labels" (or, in an nnU-Net summary without it, the numeric keys
+ * of results.mean, named by fine_bcv_organ), the per-case Dice and HD95 of results.all, the
+ * per-label means of results.mean and the summary rows ("mean (13 organs)", "mean (8 Synapse
+ * organs)": every key of results that starts with "mean ("), all taken as written (null and
+ * missing values are NaN; nothing is recomputed). */
+typedef struct fine_report_scores {
+    int nlabels;
+    int64_t *labels;
+    char **organs;
+    int ncases;
+    char **cases;               /* "case", else the base name of "test" */
+    double *dice, *hd95;        /* [case * nlabels + label index] */
+    double *mean_dice, *mean_hd95; /* [label index] */
+    int nrows;
+    char **row_names;
+    double *row_dice, *row_hd95;
+} fine_report_scores;
+
+/* Loads path into s (zeroed first). Returns 0, or -1 with e "PATH: what is wrong". */
+int fine_report_scores_load(const char *path, fine_report_scores *s, fine_err *e);
+void fine_report_scores_free(fine_report_scores *s);
+
+/* One epoch of a fine-train --log file (one JSON object a line). Missing or null fields are
+ * NaN; val_dice and val_dice_ema are NaN when training ran without --val. */
+typedef struct fine_report_epoch {
+    int64_t epoch;
+    double loss, train_dice, lr, val_dice, val_dice_ema;
+} fine_report_epoch;
+
+/* Loads a log: every non-blank line must be a JSON object with a numeric "epoch" >= 0. A run
+ * resumed from an earlier checkpoint appends epochs again; the last line of an epoch wins.
+ * Returns 0 with *ep (malloc'ed, sorted by epoch; NULL when n is 0) and *n, or -1 with e
+ * "PATH: line N: what is wrong". */
+int fine_report_log_load(const char *path, fine_report_epoch **ep, int *n, fine_err *e);
+
+/* ---------------------------------------------------------------- sections of the page */
+
+/* The fixed overlay colour of a label: the 13 BCV organs get 13 distinct colours (the same in
+ * the legend, the bar chart and the images); other labels > 0 cycle through them. */
+void fine_label_color(int64_t label, uint8_t rgb[3]);
+
+/* A table (id="ID") of one metric per organ (rows) and case (columns), the mean over cases
+ * (results.mean) in the last column and the summary rows at the bottom (their per-case cells
+ * are empty: fine-dice's summary has no per-case means). metric 0: Dice (4 decimals, cells
+ * shaded red to green), 1: HD95 in mm (2 decimals). NaN shows as "n/a". */
+void fine_report_table(fine_buf *b, const fine_report_scores *s, int metric, const char *id);
+
+/* The colour legend: a swatch and the name of each of s's labels (all 13 BCV organs when s
+ * is NULL). */
+void fine_report_legend(fine_buf *b, const fine_report_scores *s);
+
+/* A curve of a line chart: n points (x[i], y[i]); points with a non-finite y break the line. */
+typedef struct fine_svg_series {
+    const char *name, *color; /* legend text, CSS colour */
+    const double *x, *y;
+    int n, dashed;
+} fine_svg_series;
+
+/* An inline <svg> line chart with axes, ticks, axis labels, a title and a legend. ylo, yhi fix
+ * the y range (NaN: from the data, widened to round ticks). */
+void fine_svg_line_chart(fine_buf *b, const char *title, const char *xlabel, const char *ylabel,
+                         const fine_svg_series *s, int ns, double ylo, double yhi);
+
+/* An inline <svg> horizontal bar chart of values in [0, 1] (clipped), one bar per name in the
+ * label's colour with its value written at the end ("n/a" for NaN), and a dashed vertical line
+ * at mark (labelled mark_name; none when mark is NaN). */
+void fine_svg_bar_chart(fine_buf *b, const char *title, const char *const *names, const int64_t *labels,
+                        const double *values, int n, const char *mark_name, double mark);
+
+/* ---------------------------------------------------------------- slices */
+
+typedef enum { FINE_VIEW_AXIAL, FINE_VIEW_CORONAL, FINE_VIEW_SAGITTAL } fine_view;
+
+/* How to draw one view of a (z, y, x) volume: the array axis held fixed at `index`, the array
+ * axes along the image's columns and rows, whether each runs backwards, and the image size. */
+typedef struct fine_slice_plan {
+    int fixed_axis, col_axis, row_axis;  /* 0 z, 1 y, 2 x */
+    int64_t index;
+    int col_flip, row_flip;
+    int width, height;
+} fine_slice_plan;
+
+/* Plans a view through voxel centre (z, y, x) of a volume of geometry g (current grid), in the
+ * radiological convention read from the voxel-to-world affine (fine_geometry_current_affine;
+ * NIfTI world is RAS: each array axis is matched to the world axis it moves along most):
+ * axial: anterior at the top, the patient's right on the image's left; coronal: superior at the
+ * top, right on the left; sagittal: superior at the top, anterior on the left. The image has
+ * square pixels of the finer of the two in-plane spacings (the coarser axis is repeated:
+ * nearest neighbour), made larger when needed so neither side exceeds max_px (>= 16). Returns 0
+ * or -1 with e set (a size or index out of range). */
+int fine_slice_plan_make(const fine_geometry *g, fine_view view, const int64_t centre[3], int max_px,
+                         fine_slice_plan *p, fine_err *e);
+
+/* The voxel (z, y, x) nearest the centroid of the voxels of lab (3-D, any dtype) that are > 0;
+ * the centre of the grid when there is none. Returns the number of foreground voxels. */
+int64_t fine_foreground_centre(const fine_tensor *lab, int64_t centre[3]);
+
+/* Draws plan p of img (3-D CT, any dtype) as grey (window lo..hi mapped to 0..255, clipped)
+ * with lab's labels > 0 (lab may be NULL: none) blended over it in fine_label_color at alpha
+ * (0..1). rgb: p->width * p->height * 3 bytes, row-major, top row first. img and lab must have
+ * the geometry's shape. */
+void fine_slice_render(const fine_tensor *img, const fine_tensor *lab, const fine_slice_plan *p, double lo,
+                       double hi, double alpha, uint8_t *rgb);
+
+#endif
