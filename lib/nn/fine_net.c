@@ -100,13 +100,13 @@ struct fine_net {
     /* scratch: convolution work space and the backward's gradient buffers */
     float *conv_scratch;
     size_t conv_scratch_n;
-    float *ga, *gb, *gc, *gd, *ge; /* each max_act floats */
+    float *ga, *gb, *gc, *gd, *ge; /* max_act floats each (token and convolution sized), ge 2 max_hid */
     float *gw1, *gw2, *gw3, *gw4, *gw5; /* window-sized: max over stages of Bw*T*3C etc. */
     float *gatt;                        /* the backend's attention-backward scratch */
     int eval;                           /* evaluation only: no backward, pooled block buffers */
     bump pool[3]; /* 0, 1: evaluation nets: block outputs in turn; 2: forward temporaries */
     size_t pool_max[3], main_bytes;
-    size_t max_act, max_win, att_scratch_n, max_tok;
+    size_t max_act, max_hid, max_win, att_scratch_n, max_tok;
     char *arena;
     size_t bytes;
 };
@@ -129,6 +129,12 @@ static int64_t tokens(const fine_stage_dims *s)
 static int64_t hidden_of(const fine_model *m, int64_t C)
 {
     return (int64_t)(m->cfg.mlp_ratio * (double)C);
+}
+
+static void need_act(fine_net *n, size_t v)
+{
+    if (v > n->max_act)
+        n->max_act = v;
 }
 
 /* Evaluation nets: pool i, emptied for a new user; pool_end records how much the user took. */
@@ -223,9 +229,9 @@ static void plan_layer(fine_net *n, layer_acts *la, bump *b, bump *d, const fine
             win = (size_t)(Bw * hid);
         if (win > n->max_win)
             n->max_win = win;
-        size_t act = (size_t)(B * L * hid);
-        if (act > n->max_act)
-            n->max_act = act;
+        if ((size_t)(B * L * hid) > n->max_hid)
+            n->max_hid = (size_t)(B * L * hid);
+        need_act(n, (size_t)(B * L * C));
         if ((size_t)(B * L * C) > n->max_tok)
             n->max_tok = (size_t)(B * L * C);
         fine_attn_shape as = {Bw, T, C, (int)h, 1, s->shift ? s->nW : 0};
@@ -239,12 +245,6 @@ static void plan_layer(fine_net *n, layer_acts *la, bump *b, bump *d, const fine
                 n->att_scratch_n = att;
         }
     }
-}
-
-static void need_act(fine_net *n, size_t v)
-{
-    if (v > n->max_act)
-        n->max_act = v;
 }
 
 static void need_conv(fine_net *n, const fine_conv3d_shape *s)
@@ -282,7 +282,7 @@ static void plan(fine_net *n, bump *b, bump *d)
     const fine_model *m = n->m;
     const fine_config *c = &m->cfg;
     int64_t B = n->B, E = c->embed_dim, H = E / 2, K = c->num_classes;
-    n->max_act = n->max_win = n->conv_scratch_n = n->att_scratch_n = n->max_tok = 0;
+    n->max_act = n->max_hid = n->max_win = n->conv_scratch_n = n->att_scratch_n = n->max_tok = 0;
 
     /* patch embedding: conv k3 stride (2,2,2) -> GELU -> LN, conv k3 -> GELU -> LN,
      * conv k3 stride (1,2,2) -> GELU -> LN, conv k3 -> LN (B 1.2 rows 2-7) */
@@ -374,7 +374,6 @@ static void plan(fine_net *n, bump *b, bump *d)
             n->conv_scratch_n = n->be->convT3d_scratch(n->be->ctx, t);
         size_t numel = (size_t)(B * K * t->D * t->k[0] * t->H * t->k[1] * t->W * t->k[2]);
         n->logits[h] = take(b, numel);
-        need_act(n, numel);
     }
     n->conv_scratch = take(b, n->conv_scratch_n);
     /* the forward uses ga and gb for token-sized temporaries, the backward for more */
@@ -383,7 +382,7 @@ static void plan(fine_net *n, bump *b, bump *d)
     if (!n->eval) { /* the backward's gradient buffers */
         n->gc = take(b, n->max_act);
         n->gd = take(b, n->max_act);
-        n->ge = take(b, 2 * n->max_act); /* the MLP backward's two hidden-sized buffers */
+        n->ge = take(b, 2 * n->max_hid); /* the MLP backward's two hidden-sized buffers */
         n->gw1 = take(b, n->max_win);
         n->gw2 = take(b, n->max_win);
         n->gw3 = take(b, n->max_win);
