@@ -125,7 +125,7 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB_A) Makefile
 
 # Debian packages the build, the tests and the independent Python cross-checks need.
 DEB_PKGS := build-essential pkg-config libnifti2-dev zlib1g-dev libzstd-dev libmsgpack-dev libopenblas-dev \
-            libopenblas-openmp-dev \
+            libopenblas-openmp-dev libpng-dev \
             bats zstd python3 python3-numpy python3-msgpack python3-zstandard python3-nibabel \
             python3-scipy
 deps:
