@@ -24,13 +24,8 @@
 #include <stdio.h>
 #include <stdint.h>
 
-/* conv_cache.h and ops.h have no extern "C" guards: declare them with C linkage here, before
- * cuda_ctx.h and cuda_ops.h include them, so that the calls link against the C objects. */
-extern "C" {
 #include "nn/conv_cache.h"
 #include "nn/ops.h"
-}
-
 #include "nn/cuda/cuda_ctx.h"
 #include "nn/cuda/cuda_ops.h"
 
