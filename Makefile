@@ -30,8 +30,8 @@ else
 BLAS_LIBS := $(shell pkg-config --libs openblas 2>/dev/null)
 BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
 endif
-DEP_CFLAGS := $(shell pkg-config --cflags libzstd msgpack 2>/dev/null) $(BLAS_CFLAGS) -I/usr/include/nifti
-DEP_LIBS   := $(shell pkg-config --libs libzstd msgpack 2>/dev/null) $(BLAS_LIBS) \
+DEP_CFLAGS := $(shell pkg-config --cflags libzstd msgpack libpng 2>/dev/null) $(BLAS_CFLAGS) -I/usr/include/nifti
+DEP_LIBS   := $(shell pkg-config --libs libzstd msgpack libpng 2>/dev/null) $(BLAS_LIBS) \
               -lnifti2 -lznz -lz -lm -lpthread
 
 # CUDA backend: built when nvcc and cuDNN are found (CUDA=0 turns it off; the sanitizer tree
@@ -125,7 +125,7 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB_A) Makefile
 
 # Debian packages the build, the tests and the independent Python cross-checks need.
 DEB_PKGS := build-essential pkg-config libnifti2-dev zlib1g-dev libzstd-dev libmsgpack-dev libopenblas-dev \
-            libopenblas-openmp-dev libpng-dev \
+            libopenblas-openmp-dev libpng-dev chromium \
             bats zstd python3 python3-numpy python3-msgpack python3-zstandard python3-nibabel \
             python3-scipy
 deps:

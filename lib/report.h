@@ -170,9 +170,10 @@ typedef struct fine_slice_plan {
  * NIfTI world is RAS: each array axis is matched to the world axis it moves along most):
  * axial: anterior at the top, the patient's right on the image's left; coronal: superior at the
  * top, right on the left; sagittal: superior at the top, anterior on the left. The image has
- * square pixels of the finer of the two in-plane spacings (the coarser axis is repeated:
- * nearest neighbour), made larger when needed so neither side exceeds max_px (>= 16). Returns 0
- * or -1 with e set (a size or index out of range). */
+ * square pixels, of one size for the three views of a volume: its longest extent in mm over
+ * max_px (>= 16) pixels, so the longest side of the three views is max_px pixels and a coarser
+ * axis is stretched to its true length (nearest neighbour). Returns 0 or -1 with e set (a size
+ * or index out of range). */
 int fine_slice_plan_make(const fine_geometry *g, fine_view view, const int64_t centre[3], int max_px,
                          fine_slice_plan *p, fine_err *e);
 

@@ -28,6 +28,11 @@ pipe() { # pipe [VAR=VALUE...]: the bcv target with a shortened training
     [ "$status" -eq 0 ]
     [[ "$output" == *"mean (13 organs)"* ]]
     [ -e "$T/out/model/final.fst" ] && [ -e "$T/out/dice.json" ]
+    # the report: the test case's slices (3 views x reference and prediction) and the table
+    [ -s "$T/out/report.html" ]
+    [ "$(grep -o 'data:image/png;base64,' "$T/out/report.html" | wc -l)" -eq 6 ]
+    grep -q "ABD_003" "$T/out/report.html"
+    grep -q "mean (13 organs)" "$T/out/report.html"
     "$FINE_PYTHON" - "$T/out/pred/ABD_003.nii.gz" "$T/bcv/RawData/Training/label/label0003.nii.gz" <<'PY'
 import sys, numpy as np, nibabel as nib
 p, r = nib.load(sys.argv[1]), nib.load(sys.argv[2])
