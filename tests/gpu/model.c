@@ -1,7 +1,7 @@
 /* tests/gpu/model: the whole network on a GPU backend against the CPU, TAP output.
  *   model [DEVICE [PRESET [PRECISION]]]    defaults: cuda tiny fp32
  * Tolerances below are fp32's; at precision tf32 (products of 10-bit mantissas) they are stated
- * in the tol_* variables: logits 1e-2, loss 1e-5, gradient norm 1e-3, update 2e-3, fall 20%
+ * in the tol_* variables: logits 1e-2, loss 1e-4 and gradient norm 1e-3 (as fp32), update 2e-3, fall 20%
  * (about ten times what an H200 measured: 9.7e-4, 2.9e-8, 1.4e-5, 1.1e-4, 0).
  * 1. evaluation-mode logits of both heads, same parameters and batch: relative error <= 1e-4
  *    (max |gpu - cpu| / max |cpu|);
@@ -76,7 +76,7 @@ int main(int argc, char **argv)
     const char *preset = argc > 2 ? argv[2] : "tiny";
     const char *precision = argc > 3 ? argv[3] : "fp32";
     int tf32 = strcmp(precision, "tf32") == 0;
-    double tol_logits = tf32 ? 1e-2 : 1e-4, tol_loss = tf32 ? 1e-5 : 1e-4, tol_norm = tf32 ? 1e-3 : 1e-3,
+    double tol_logits = tf32 ? 1e-2 : 1e-4, tol_loss = 1e-4, tol_norm = 1e-3,
            tol_update = tf32 ? 2e-3 : 1e-3, tol_fall = tf32 ? 0.2 : 0.1;
     fine_err e = {0};
     fine_backend *gpu = fine_backend_open(device, &e);
