@@ -2,12 +2,11 @@
  * (fine-reference B 5.6). */
 #include "infer.h"
 
-#include "nn/backend.h"
-
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/backend.h"
 #include "nn/fine_net.h"
 
 /* Source index of destination index i along an axis of length n, mirrored or not. */

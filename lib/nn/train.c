@@ -1,12 +1,11 @@
 /* train.c: loss, backward and SGD for one batch (fine-reference B 5.2, 5.3). */
 #include "nn/train.h"
 
-#include "nn/backend.h"
-
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/backend.h"
 #include "nn/ops.h"
 
 void fine_train_opts_init(fine_train_opts *o)
