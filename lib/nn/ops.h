@@ -1,5 +1,6 @@
 /* ops.h: the layer contracts of the network engine (CPU reference implementation in
- * ops_*.c; a CUDA implementation will mirror them one for one).
+ * ops_*.c; the CUDA implementation in lib/nn/cuda mirrors them one for one, and the network
+ * reaches either through the backend table of backend.h).
  *
  * Conventions, as llm.c:
  * - Plain functions on raw float pointers and explicit sizes; no tensor objects, no graph.
