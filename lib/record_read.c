@@ -180,6 +180,7 @@ int fine_record_tensor(const fine_record *r, const char *path, fine_tensor *t, f
 {
     const char *src;
     fine_tensor h;
+    memset(t, 0, sizeof *t); /* empty on failure: fine_tensor_free may follow either way */
     if (tensor_header(r, path, &h, &src, e) < 0)
         return -1;
     if (fine_tensor_alloc(t, h.dtype, h.ndim, h.shape, e) < 0)
@@ -191,8 +192,11 @@ int fine_record_tensor(const fine_record *r, const char *path, fine_tensor *t, f
 int fine_record_tensor_view(const fine_record *r, const char *path, fine_tensor *t, fine_err *e)
 {
     const char *src;
-    if (tensor_header(r, path, t, &src, e) < 0)
+    memset(t, 0, sizeof *t);
+    if (tensor_header(r, path, t, &src, e) < 0) {
+        memset(t, 0, sizeof *t);
         return -1;
+    }
     if ((uintptr_t)src % 64 == 0) {
         t->data = (void *)src;
         t->owns_data = 0;

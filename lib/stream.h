@@ -51,7 +51,8 @@ int fine_record_f64(const fine_record *r, const char *path, double *out, fine_er
 int fine_record_i64s(const fine_record *r, const char *path, int64_t *out, int n, fine_err *e);
 int fine_record_f64s(const fine_record *r, const char *path, double *out, int n, fine_err *e);
 /* A tensor: the map at path (NULL or "" for the record itself) holding dtype, shape and data.
- * The data is copied into t (aligned, owned). Checks that the byte count matches the shape. */
+ * The data is copied into t (aligned, owned). Checks that the byte count matches the shape.
+ * On failure t is left empty, so fine_tensor_free(t) is safe after either outcome. */
 int fine_record_tensor(const fine_record *r, const char *path, fine_tensor *t, fine_err *e);
 /* The same without a copy where possible: t->data points into the reader's buffer (valid until
  * the next read; t->owns_data = 0) when the data is 64-byte aligned there, as our writers

@@ -496,7 +496,7 @@ static int do_read(const char *path)
         n++;
         const char *paths[2] = {"", "label"};
         for (int i = 0; i < 2 && got > 0; i++) {
-            fine_tensor t;
+            fine_tensor t = {0};
             if (!fine_obj_get(r.map, i ? "label.dtype" : "dtype"))
                 continue;
             if (fine_record_tensor(&r, paths[i], &t, &e) < 0) {

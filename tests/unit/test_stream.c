@@ -174,6 +174,16 @@ int main(void)
     int64_t v;
     tap_ok(&t, fine_record_i64(&rec, "nope", &v, &e) < 0 && strstr(e.msg, "'nope' is missing"),
            "a missing key is reported by name: %s", e.msg);
+    /* a failed tensor read leaves the tensor empty, so freeing it is safe (a caller that frees
+     * on both paths once freed stack garbage: an ASan crash on a malformed stream) */
+    fine_tensor junk, vjunk;
+    memset(&junk, 0xa5, sizeof junk);
+    memset(&vjunk, 0xa5, sizeof vjunk);
+    ok = fine_record_tensor(&rec, "nope", &junk, &e) < 0 && junk.data == NULL && junk.owns_data == 0 &&
+         fine_record_tensor_view(&rec, "nope", &vjunk, &e) < 0 && vjunk.data == NULL && vjunk.owns_data == 0;
+    fine_tensor_free(&junk);
+    fine_tensor_free(&vjunk);
+    tap_ok(&t, ok, "a failed tensor read leaves an empty tensor (%s)", e.msg);
     ok = fine_reader_next(r, &rec, &e) == 1 && strcmp(rec.type, "something-new") == 0;
     tap_ok(&t, ok, "an unknown record type is handed out (for pass-through)");
     tap_ok(&t, fine_reader_next(r, &rec, &e) == 0, "clean end after the end record");
