@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_util.h"
 #include "cli.h"
 #include "infer.h"
 #include "nn/backend.h"
@@ -19,15 +20,6 @@
 #include "nn/fine_net.h"
 #include "nn/train.h"
 #include "rng.h"
-
-static void labels_fill(uint8_t *y, int64_t B, int D, int H, int W, int K)
-{
-    for (int64_t b = 0; b < B; b++)
-        for (int z = 0; z < D; z++)
-            for (int r = 0; r < H; r++)
-                for (int c = 0; c < W; c++)
-                    *y++ = (uint8_t)((z / 8 + 2 * (r / 16) + 5 * (c / 16) + b) % K);
-}
 
 int main(int argc, char **argv)
 {
@@ -65,7 +57,7 @@ int main(int argc, char **argv)
     fine_rng_seed(&rng, 7);
     memset(x, 0, (size_t)(L * c.in_chans * B) * sizeof(float));
     fine_rng_add_normal_f32(&rng, x, L * c.in_chans * B, 0.0, 1.0);
-    labels_fill(y, B, c.crop[0], c.crop[1], c.crop[2], c.num_classes);
+    block_labels(y, B, c.crop[0], c.crop[1], c.crop[2], c.num_classes);
 
     /* training */
     fine_trainer t;

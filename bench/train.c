@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "cli.h"
 #include "nn/fine_model.h"
 #include "nn/ops.h"
@@ -39,33 +40,6 @@ typedef struct bench_case {
 typedef struct result {
     double s_per_it, cpu_per_it, faults_per_it, loss_first, loss_last, rss_mb;
 } result;
-
-static double cpu_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* Minor page faults of this process so far: fresh memory touched. */
-static double minflt_now(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_minflt;
-}
-
-/* Labels of B crops (D, H, W): blocks of 8 x 16 x 16 voxels, class (bz + 2 by + 5 bx + b) mod
- * 14, so every class occurs and the Dice terms are not trivial. bench/torch_fine.py makes the
- * same labels. */
-static void block_labels(uint8_t *y, int B, int D, int H, int W, int K)
-{
-    for (int b = 0; b < B; b++)
-        for (int z = 0; z < D; z++)
-            for (int r = 0; r < H; r++)
-                for (int c = 0; c < W; c++)
-                    *y++ = (uint8_t)((z / 8 + 2 * (r / 16) + 5 * (c / 16) + b) % K);
-}
 
 /* In a child: K timed training iterations of preset at batch B. Writes the figures to fd. */
 static void child(const char *preset, int B, int iters, int threads, int fd)
@@ -153,41 +127,6 @@ static int run_fine(const bench_case *bc, int iters, int threads, result *r)
     return 0;
 }
 
-/* The value after "key" in line, or NAN. */
-static double field(const char *line, const char *key)
-{
-    const char *s = strstr(line, key);
-    return s ? strtod(s + strlen(key), NULL) : NAN;
-}
-
-static const char *python(void)
-{
-    return getenv("FINE_PYTHON") ? getenv("FINE_PYTHON") : "/usr/bin/python3";
-}
-
-/* 1 when the peer can run: python3-torch importable and not switched off. */
-static int torch_available(void)
-{
-    const char *want = getenv("FINE_BENCH_TORCH");
-    if (want && strcmp(want, "0") == 0)
-        return 0;
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "%s -c 'import torch' >/dev/null 2>&1", python());
-    return system(cmd) == 0;
-}
-
-/* What the peer's command line starts with. By default glibc malloc keeps the memory PyTorch
- * frees (no mmap per large tensor, no trimming): with glibc's defaults every tensor over 32 MB is
- * a fresh mmap, and where first touches are expensive (the development VM) the page faults cost
- * PyTorch more than its compute at the bcv crop. FINE_BENCH_TORCH_MALLOC=glibc: the defaults. */
-static const char *torch_env(void)
-{
-    const char *m = getenv("FINE_BENCH_TORCH_MALLOC");
-    if (m && strcmp(m, "glibc") == 0)
-        return "";
-    return "MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1000000000000 MALLOC_TOP_PAD_=1000000000 ";
-}
-
 /* The PyTorch peer in the same run; its stderr passes through. */
 static int run_torch(const bench_case *bc, int iters, int threads, result *r)
 {
@@ -223,21 +162,6 @@ static void print_result(const char *who, int B, const result *r)
            "   loss %.3f -> %.3f\n",
            who, r->s_per_it, 1.0 / r->s_per_it, B / r->s_per_it, r->cpu_per_it, r->faults_per_it / 1e3, r->rss_mb,
            r->loss_first, r->loss_last);
-}
-
-/* 1 when preset is in the comma-separated list (NULL: every preset). */
-static int selected(const char *list, const char *preset)
-{
-    if (!list)
-        return 1;
-    size_t n = strlen(preset);
-    for (const char *s = list; *s;) {
-        size_t k = strcspn(s, ",");
-        if (k == n && strncmp(s, preset, n) == 0)
-            return 1;
-        s += k + (s[k] == ',');
-    }
-    return 0;
 }
 
 int main(int argc, char **argv)
