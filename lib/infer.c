@@ -51,41 +51,6 @@ void fine_mirror_accumulate(float *acc, const float *src, int64_t C, const int64
             }
 }
 
-/* Voxels per block: the K rows of a block stay in L1 while max, exp and sum pass over them,
- * and each inner loop runs along contiguous voxels. */
-#define SOFTMAX_BLOCK 256
-
-void fine_softmax_channels(float *prob, const float *logits, int64_t K, int64_t n)
-{
-    float mx[SOFTMAX_BLOCK], sum[SOFTMAX_BLOCK];
-    for (int64_t i0 = 0; i0 < n; i0 += SOFTMAX_BLOCK) {
-        int64_t m = n - i0 < SOFTMAX_BLOCK ? n - i0 : SOFTMAX_BLOCK;
-        for (int64_t i = 0; i < m; i++)
-            mx[i] = logits[i0 + i];
-        for (int64_t k = 1; k < K; k++) {
-            const float *l = logits + k * n + i0;
-            for (int64_t i = 0; i < m; i++)
-                mx[i] = l[i] > mx[i] ? l[i] : mx[i];
-        }
-        memset(sum, 0, sizeof sum);
-        for (int64_t k = 0; k < K; k++) {
-            const float *l = logits + k * n + i0;
-            float *p = prob + k * n + i0;
-            for (int64_t i = 0; i < m; i++) {
-                p[i] = expf(l[i] - mx[i]);
-                sum[i] += p[i];
-            }
-        }
-        for (int64_t i = 0; i < m; i++)
-            sum[i] = 1.0f / sum[i];
-        for (int64_t k = 0; k < K; k++) {
-            float *p = prob + k * n + i0;
-            for (int64_t i = 0; i < m; i++)
-                p[i] *= sum[i];
-        }
-    }
-}
-
 struct fine_infer {
     fine_model *m;
     fine_net *net;

@@ -20,10 +20,6 @@ enum { FINE_MIRROR_Z = 1, FINE_MIRROR_Y = 2, FINE_MIRROR_X = 4 };
  * (z, y, x). dst and src must not overlap. Mirroring twice is the identity. */
 void fine_mirror(float *dst, const float *src, int64_t C, const int64_t dims[3], unsigned axes);
 
-/* prob = softmax over the K channels at each of n voxels of logits (K, n), in f32 with the
- * maximum subtracted first. prob may equal logits (in place). */
-void fine_softmax_channels(float *prob, const float *logits, int64_t K, int64_t n);
-
 /* acc += weight * (src mirrored over axes), src and acc (C, dims). */
 void fine_mirror_accumulate(float *acc, const float *src, int64_t C, const int64_t dims[3], unsigned axes,
                             float weight);

@@ -328,28 +328,11 @@ static void cpu_dice_count(void *ctx, fine_dice_counts *s, const float *logits, 
     fine_dice_count(s, logits, target, nb, K, L);
 }
 
-/* per voxel: max, expf(x - max), 1 / sum, products (the CUDA kernel's order) */
 static void cpu_softmax_channels(void *ctx, float *out, const float *in, int64_t B, int64_t K, int64_t L)
 {
     (void)ctx;
-#pragma omp parallel for schedule(static) if (B * L > 65536)
-    for (int64_t v = 0; v < B * L; v++) {
-        int64_t b = v / L, i = v % L;
-        const float *l = in + b * K * L + i;
-        float *p = out + b * K * L + i;
-        float mx = l[0];
-        for (int64_t k = 1; k < K; k++)
-            mx = l[k * L] > mx ? l[k * L] : mx;
-        float sum = 0.0f;
-        for (int64_t k = 0; k < K; k++) {
-            float e = expf(l[k * L] - mx);
-            p[k * L] = e;
-            sum += e;
-        }
-        float r = 1.0f / sum;
-        for (int64_t k = 0; k < K; k++)
-            p[k * L] *= r;
-    }
+    for (int64_t b = 0; b < B; b++)
+        fine_softmax_channels(out + b * K * L, in + b * K * L, K, L);
 }
 
 static double cpu_sumsq(void *ctx, const float *x, size_t n)

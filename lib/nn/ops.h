@@ -180,6 +180,9 @@ double fine_softmax_ce(float *probs, float *dlogits, const float *logits, const 
  * Uses probs from fine_softmax_ce; dlogits += scale * dL/dlogits through the softmax. */
 double fine_soft_dice(float *dlogits, const float *probs, const uint8_t *target, int64_t B,
                       int64_t K, int64_t L, float scale);
+/* prob = softmax over the K channels at each of n voxels of logits (K, n), in f32 with the
+ * maximum subtracted first (inference). prob may equal logits (in place). */
+void fine_softmax_channels(float *prob, const float *logits, int64_t K, int64_t n);
 /* Nearest-neighbour downsampling of a label volume (B, D, H, W) by integer factors, as skimage
  * resize(order=0, anti_aliasing=False) samples it (points f*(o + 0.5) - 0.5, halves rounded up):
  * out[z, y, x] = in[z*f0 + f0/2, y*f1 + f1/2, x*f2 + f2/2] (integer division), so factor 1 is

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "infer.h"
+#include "nn/ops.h"
 #include "tap.h"
 
 int main(void)
