@@ -1,11 +1,14 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -159,4 +162,50 @@ void fine_progress_done(fine_progress *p)
     if (p->enabled && p->drawn)
         fputc('\n', stderr);
     p->drawn = 0;
+}
+
+int fine_write_file(const char *path, int force, const void *data, size_t len, fine_err *e)
+{
+    if (strcmp(path, "-") == 0) {
+        if (fwrite(data, 1, len, stdout) != len || fflush(stdout) != 0)
+            return fine_err_set(e, "stdout: %s", strerror(errno));
+        return 0;
+    }
+    struct stat st;
+    if (!force && stat(path, &st) == 0)
+        return fine_err_set(e, "%s: exists (use --force to overwrite)", path);
+    size_t n = strlen(path);
+    char *tmp = malloc(n + 32);
+    if (!tmp)
+        return fine_err_set(e, "%s: out of memory", path);
+    int fd = -1;
+    for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
+        snprintf(tmp, n + 32, "%s.tmp%ld.%d", path, (long)getpid(), attempt);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0666);
+        if (fd < 0 && errno != EEXIST)
+            break;
+    }
+    if (fd < 0) {
+        fine_err_set(e, "%s: %s", path, strerror(errno));
+        free(tmp);
+        return -1;
+    }
+    int err = 0;
+    for (size_t done = 0; done < len && !err;) {
+        ssize_t w = write(fd, (const char *)data + done, len - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            err = w < 0 ? errno : EIO;
+        else
+            done += (size_t)w;
+    }
+    if (close(fd) != 0 && !err)
+        err = errno;
+    if (!err && rename(tmp, path) != 0)
+        err = errno;
+    if (err)
+        unlink(tmp);
+    free(tmp);
+    return err ? fine_err_set(e, "%s: %s", path, strerror(err)) : 0;
 }

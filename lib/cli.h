@@ -52,4 +52,8 @@ void fine_progress_done(fine_progress *p);
 /* Monotonic seconds. */
 double fine_now(void);
 
+/* Writes len bytes to path atomically (a temporary file in the same folder, renamed over path),
+ * or to stdout for "-". An existing path is refused unless force. 0 or -1 with e naming path. */
+int fine_write_file(const char *path, int force, const void *data, size_t len, fine_err *e);
+
 #endif

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "nifti_io.h"
 
 /* ---------------------------------------------------------------- labels */
@@ -558,57 +559,14 @@ void fine_eval_print_json(FILE *f, const fine_eval_case *cases, int ncases, cons
 int fine_eval_save(const char *path, int force, fine_eval_printer print, const fine_eval_case *cases,
                    int ncases, const fine_eval_summary *s, fine_err *e)
 {
-    if (strcmp(path, "-") == 0) {
-        print(stdout, cases, ncases, s);
-        if (fflush(stdout) != 0 || ferror(stdout))
-            return fine_err_set(e, "stdout: %s", strerror(errno));
-        return 0;
-    }
-    struct stat st;
-    if (!force && stat(path, &st) == 0)
-        return fine_err_set(e, "%s: exists (use --force to overwrite)", path);
-    size_t n = strlen(path);
-    char *tmp = malloc(n + 32);
-    if (!tmp)
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
         return fine_err_set(e, "%s: out of memory", path);
-    int fd = -1;
-    for (int attempt = 0; attempt < 100 && fd < 0; attempt++) { /* 0666 less the umask */
-        snprintf(tmp, n + 32, "%s.tmp%ld.%d", path, (long)getpid(), attempt);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0666);
-        if (fd < 0 && errno != EEXIST)
-            break;
-    }
-    if (fd < 0) {
-        fine_err_set(e, "%s: %s", path, strerror(errno));
-        free(tmp);
-        return -1;
-    }
-    FILE *f = fdopen(fd, "w");
-    if (!f) {
-        fine_err_set(e, "%s: %s", path, strerror(errno));
-        close(fd);
-        unlink(tmp);
-        free(tmp);
-        return -1;
-    }
     print(f, cases, ncases, s);
-    int bad = fflush(f) != 0 || ferror(f);
-    int err = errno;
-    if (fclose(f) != 0 && !bad) {
-        bad = 1;
-        err = errno;
-    }
-    if (!bad) {
-        if (rename(tmp, path) != 0) {
-            bad = 1;
-            err = errno;
-        }
-    }
-    if (bad) {
-        unlink(tmp);
-        free(tmp);
-        return fine_err_set(e, "%s: %s", path, strerror(err));
-    }
-    free(tmp);
-    return 0;
+    int bad = fclose(f) != 0;
+    int rc = bad ? fine_err_set(e, "%s: out of memory", path) : fine_write_file(path, force, text, len, e);
+    free(text);
+    return rc;
 }

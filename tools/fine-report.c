@@ -437,54 +437,6 @@ static int render_cases(fine_buf *b, const opts *o, fine_err *e)
 
 /* ---------------------------------------------------------------- output */
 
-/* Writes the page to path atomically (a temporary file in the same folder, renamed), or to
- * stdout for "-". */
-static int write_page(const char *path, int force, const fine_buf *b, fine_err *e)
-{
-    if (strcmp(path, "-") == 0) {
-        if (fwrite(b->data, 1, b->len, stdout) != b->len || fflush(stdout) != 0)
-            return fine_err_set(e, "stdout: %s", strerror(errno));
-        return 0;
-    }
-    struct stat st;
-    if (!force && stat(path, &st) == 0)
-        return fine_err_set(e, "%s: exists (use --force to overwrite)", path);
-    size_t n = strlen(path);
-    char *tmp = malloc(n + 32);
-    if (!tmp)
-        return fine_err_set(e, "%s: out of memory", path);
-    int fd = -1;
-    for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
-        snprintf(tmp, n + 32, "%s.tmp%ld.%d", path, (long)getpid(), attempt);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0666);
-        if (fd < 0 && errno != EEXIST)
-            break;
-    }
-    if (fd < 0) {
-        fine_err_set(e, "%s: %s", path, strerror(errno));
-        free(tmp);
-        return -1;
-    }
-    int err = 0;
-    for (size_t done = 0; done < b->len && !err;) {
-        ssize_t w = write(fd, b->data + done, b->len - done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            err = w < 0 ? errno : EIO;
-        else
-            done += (size_t)w;
-    }
-    if (close(fd) != 0 && !err)
-        err = errno;
-    if (!err && rename(tmp, path) != 0)
-        err = errno;
-    if (err)
-        unlink(tmp);
-    free(tmp);
-    return err ? fine_err_set(e, "%s: %s", path, strerror(err)) : 0;
-}
-
 static int make_report(const opts *o)
 {
     fine_err e = {0};
@@ -540,7 +492,7 @@ static int make_report(const opts *o)
     if (rc == 0 && b.failed)
         rc = fine_err_set(&e, "%s: out of memory assembling the page", o->out);
     if (rc == 0)
-        rc = write_page(o->out, o->force, &b, &e);
+        rc = fine_write_file(o->out, o->force, b.data, b.len, &e);
     fine_buf_free(&b);
     free(ep);
     fine_report_scores_free(&s);
