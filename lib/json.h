@@ -56,7 +56,8 @@ typedef struct fine_json {
 } fine_json;
 
 /* Parses one JSON document (RFC 8259) from text[0..len): objects, arrays, strings with every
- * escape (\u and four hex digits, surrogate pairs joined, written as UTF-8), numbers in JSON's grammar, true/false/null,
+ * escape (\u and four hex digits, surrogate pairs joined, written as UTF-8), numbers in
+ * JSON's grammar, true/false/null,
  * whitespace around; anything after the value is an error. One leniency, for logs written with
  * printf("%g"): the bare words NaN, nan, Infinity, inf (optionally after '-') are numbers.
  * Nesting deeper than 64 is refused. On success *out holds the tree (free with fine_json_free);

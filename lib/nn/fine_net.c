@@ -445,8 +445,10 @@ static fine_net *plan_net(const fine_backend *be, const fine_model *m, int B, in
     plan(n, &b, &d);
     n->dp_first = n->arena + (total - dp_bytes);
     n->dp_end = n->arena + total;
-    if (!be->is_device)
+    if (!be->is_device) { /* the host arrays serve as they are */
         n->relpos = m->relpos;
+        n->vt_dev = n->vt;
+    }
     else {
         size_t N = (size_t)m->cfg.window * m->cfg.window * m->cfg.window;
         be->upload(be->ctx, n->relpos, m->relpos, N * N * sizeof(int64_t));
@@ -790,8 +792,6 @@ void fine_net_forward(fine_net *n, fine_model *m, const float *x, const int64_t 
         fine_pos_to_vt(c, pos + b * 3, n->vt + b * NVT);
     if (be->is_device)
         be->upload(cx, n->vt_dev, n->vt, (size_t)(B * NVT) * sizeof(int));
-    else
-        n->vt_dev = n->vt;
     draw_scales(n, m, train, &rng);
     {
         unsigned char *mark = calloc((size_t)m->nV, 1);

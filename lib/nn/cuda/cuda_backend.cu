@@ -165,7 +165,8 @@ static int cu_set_precision(void *ctx, const char *name, fine_err *e)
     else if (strcmp(name, "tf32") == 0)
         tf32 = 1;
     else
-        return fine_err_set(e, "cuda:%d: precision '%s' is not available (fp32 and tf32 are; bf16 and fp16 mixed precision are not written yet)", c->device, name);
+        return fine_err_set(e, "cuda:%d: precision '%s' is not available (fp32 and tf32 are; bf16 and fp16 "
+                               "mixed precision are not written yet)", c->device, name);
     if (cublasSetMathMode(c->blas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH) != CUBLAS_STATUS_SUCCESS)
         return fine_err_set(e, "cuda:%d: cuBLAS refused the math mode of precision %s", c->device, name);
     c->tf32 = tf32;
