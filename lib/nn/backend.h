@@ -131,6 +131,12 @@ typedef struct fine_backend {
      * d = g*gscale + wd*p; buf = mu*buf + d; p -= lr*(d + mu*buf) */
     void (*sgd_step)(void *ctx, float *p, float *buf, const float *g, size_t n, float gscale, float mu,
                      float wd, float lr);
+    /* AdamW as PyTorch (decoupled weight decay), on clipped gradients, with the bias corrections
+     * folded in by the caller (step = lr / (1 - b1^t), rbc2 = 1 / sqrt(1 - b2^t)):
+     * d = g*gscale; m1 = b1*m1 + (1-b1)*d; m2 = b2*m2 + (1-b2)*d*d;
+     * p = p*(1 - lr*wd); p -= step * m1 / (sqrt(m2)*rbc2 + eps) */
+    void (*adamw_step)(void *ctx, float *p, float *m1, float *m2, const float *g, size_t n, float gscale,
+                       float b1, float b2, float eps, float lr, float wd, float step, float rbc2);
 } fine_backend;
 
 /* The CPU backend (the ops files); static, never fails. */

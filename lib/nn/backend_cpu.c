@@ -355,6 +355,21 @@ static void cpu_sgd_step(void *ctx, float *p, float *buf, const float *g, size_t
     }
 }
 
+static void cpu_adamw_step(void *ctx, float *p, float *m1, float *m2, const float *g, size_t n, float gscale,
+                           float b1, float b2, float eps, float lr, float wd, float step, float rbc2)
+{
+    (void)ctx;
+    float decay = 1.0f - lr * wd;
+    for (size_t i = 0; i < n; i++) {
+        float d = g[i] * gscale;
+        float a = b1 * m1[i] + (1.0f - b1) * d;
+        float v = b2 * m2[i] + (1.0f - b2) * (d * d);
+        m1[i] = a;
+        m2[i] = v;
+        p[i] = p[i] * decay - step * (a / (sqrtf(v) * rbc2 + eps));
+    }
+}
+
 static const fine_backend cpu_backend = {
     .name = "cpu",
     .ctx = NULL,
@@ -408,6 +423,7 @@ static const fine_backend cpu_backend = {
     .softmax_channels = cpu_softmax_channels,
     .sumsq = cpu_sumsq,
     .sgd_step = cpu_sgd_step,
+    .adamw_step = cpu_adamw_step,
 };
 
 const fine_backend *fine_backend_cpu(void)

@@ -1,4 +1,4 @@
-/* train.c: loss, backward and SGD for one batch (fine-reference B 5.2, 5.3). */
+/* train.c: loss, backward and the optimizer step for one batch (fine-reference B 5.2, 5.3). */
 #include "nn/train.h"
 
 #include <math.h>
@@ -8,8 +8,23 @@
 #include "nn/backend.h"
 #include "nn/ops.h"
 
+int fine_optimizer_parse(const char *name)
+{
+    if (strcmp(name, "sgd") == 0)
+        return FINE_OPT_SGD;
+    if (strcmp(name, "adamw") == 0)
+        return FINE_OPT_ADAMW;
+    return -1;
+}
+
+const char *fine_optimizer_name(int opt)
+{
+    return opt == FINE_OPT_ADAMW ? "adamw" : "sgd";
+}
+
 void fine_train_opts_init(fine_train_opts *o)
 {
+    o->optimizer = FINE_OPT_SGD;
     o->lr = 0.01;
     o->momentum = 0.99;
     o->weight_decay = 3e-5;
@@ -57,6 +72,22 @@ int fine_trainer_init(fine_trainer *t, const fine_model *m, int B, fine_err *e)
     return fine_trainer_init_on(t, fine_backend_cpu(), m, B, e);
 }
 
+int fine_trainer_set_optimizer(fine_trainer *t, const fine_model *m, int opt, fine_err *e)
+{
+    const fine_backend *be = t->be;
+    if (opt != FINE_OPT_ADAMW || t->moment2)
+        return 0;
+    size_t bytes = m->nfloats * sizeof(float);
+    t->moment2 = be->alloc(be->ctx, bytes);
+    t->moment2_host = be->is_device ? calloc(m->nfloats, sizeof(float)) : t->moment2;
+    if (!t->moment2 || !t->moment2_host)
+        return fine_err_set(e, "out of memory on %s for AdamW's second moment", be->name);
+    be->zero(be->ctx, t->moment2, bytes);
+    if (be->is_device)
+        memset(t->moment2_host, 0, bytes);
+    return 0;
+}
+
 void fine_trainer_free(fine_trainer *t)
 {
     const fine_backend *be = t->be;
@@ -67,7 +98,9 @@ void fine_trainer_free(fine_trainer *t)
     fine_net_free(t->net);
     if (t->momentum_host != t->momentum)
         free(t->momentum_host);
-    void *bufs[] = {t->grad, t->momentum, t->probs, t->dlog0, t->dlog1, t->target1, t->labels};
+    if (t->moment2_host != t->moment2)
+        free(t->moment2_host);
+    void *bufs[] = {t->grad, t->momentum, t->moment2, t->probs, t->dlog0, t->dlog1, t->target1, t->labels};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i])
             be->free(be->ctx, bufs[i]);
@@ -79,6 +112,8 @@ int fine_trainer_push(fine_trainer *t, const fine_model *m, fine_err *e)
     if (!t->be->is_device)
         return 0;
     t->be->upload(t->be->ctx, t->momentum, t->momentum_host, m->nfloats * sizeof(float));
+    if (t->moment2)
+        t->be->upload(t->be->ctx, t->moment2, t->moment2_host, m->nfloats * sizeof(float));
     return fine_net_load_params(t->net, m, e);
 }
 
@@ -87,6 +122,8 @@ int fine_trainer_pull(fine_trainer *t, fine_model *m, fine_err *e)
     if (!t->be->is_device)
         return 0;
     t->be->download(t->be->ctx, t->momentum_host, t->momentum, m->nfloats * sizeof(float));
+    if (t->moment2)
+        t->be->download(t->be->ctx, t->moment2_host, t->moment2, m->nfloats * sizeof(float));
     return fine_net_store_params(t->net, m, e);
 }
 
@@ -197,12 +234,22 @@ double fine_train_step(fine_trainer *t, fine_model *m, const fine_train_opts *o,
     be->zero(cx, t->grad, m->nfloats * sizeof(float));
     fine_net_backward(t->net, m, t->grad, t->dlog0, t->dlog1, NULL);
     /* global L2 clipping, then SGD with Nesterov momentum and L2 weight decay as PyTorch:
-     * d = g + wd p; buf = mu buf + d; p -= lr (d + mu buf) */
+     * d = g + wd p; buf = mu buf + d; p -= lr (d + mu buf); or AdamW (backend.h) */
     double norm = sqrt(be->sumsq(cx, t->grad, m->nfloats));
     *grad_norm = norm;
     float scale = norm > o->clip ? (float)(o->clip / (norm + 1e-6)) : 1.0f;
-    be->sgd_step(cx, fine_net_params(t->net, m), t->momentum, t->grad, m->nfloats, scale, (float)o->momentum,
-                 (float)o->weight_decay, (float)lr);
+    float *p = fine_net_params(t->net, m);
+    if (o->optimizer == FINE_OPT_ADAMW && t->moment2) {
+        double n = (double)(t->iteration + 1); /* PyTorch's step count, from 1 */
+        double step = lr / (1.0 - pow(FINE_ADAMW_BETA1, n));
+        double rbc2 = 1.0 / sqrt(1.0 - pow(FINE_ADAMW_BETA2, n));
+        be->adamw_step(cx, p, t->momentum, t->moment2, t->grad, m->nfloats, scale, (float)FINE_ADAMW_BETA1,
+                       (float)FINE_ADAMW_BETA2, (float)FINE_ADAMW_EPS, (float)lr, (float)o->weight_decay,
+                       (float)step, (float)rbc2);
+    } else {
+        be->sgd_step(cx, p, t->momentum, t->grad, m->nfloats, scale, (float)o->momentum, (float)o->weight_decay,
+                     (float)lr);
+    }
     t->iteration++;
     return loss;
 }
@@ -214,6 +261,7 @@ int fine_trainer_write_state(fine_writer *w, const fine_trainer *t, const fine_m
     fine_map_i64(r, "iteration", t->iteration);
     fine_map_i64(r, "epoch", epoch);
     fine_map_i64(r, "batch", t->B);
+    fine_map_str(r, "optimizer", fine_optimizer_name(o->optimizer));
     fine_map_f64(r, "lr", o->lr);
     fine_map_f64(r, "momentum_coef", o->momentum);
     fine_map_f64(r, "weight_decay", o->weight_decay);
@@ -225,6 +273,9 @@ int fine_trainer_write_state(fine_writer *w, const fine_trainer *t, const fine_m
     fine_map_f64(r, "val_best", t->val_best);
     fine_tensor mom = {.dtype = FINE_F32, .ndim = 1, .shape = {(int64_t)m->nfloats}, .data = t->momentum_host};
     fine_map_tensor(r, "momentum", &mom);
+    fine_tensor m2 = {.dtype = FINE_F32, .ndim = 1, .shape = {(int64_t)m->nfloats}, .data = t->moment2_host};
+    if (o->optimizer == FINE_OPT_ADAMW)
+        fine_map_tensor(r, "second_moment", &m2);
     int rc = fine_writer_put(w, r, e);
     fine_map_free(r);
     return rc;
@@ -240,6 +291,28 @@ int fine_trainer_read_state(const fine_record *r, fine_trainer *t, const fine_mo
         fine_record_i64(r, "epochs", &epochs, e) < 0 || fine_record_i64(r, "iters_per_epoch", &ipe, e) < 0 ||
         fine_record_i64(r, "seed", &seed, e) < 0)
         return -1;
+    o->optimizer = FINE_OPT_SGD;
+    if (fine_record_get(r, "optimizer")) {
+        char name[16];
+        if (fine_record_str(r, "optimizer", name, sizeof name, e) < 0)
+            return -1;
+        o->optimizer = fine_optimizer_parse(name);
+        if (o->optimizer < 0)
+            return fine_err_set(e, "train_state: unknown optimizer '%s'", name);
+    }
+    if (fine_trainer_set_optimizer(t, m, o->optimizer, e) < 0)
+        return -1;
+    if (o->optimizer == FINE_OPT_ADAMW) {
+        fine_tensor v;
+        if (fine_record_tensor_view(r, "second_moment", &v, e) < 0)
+            return -1;
+        int ok = v.dtype == FINE_F32 && (size_t)fine_tensor_numel(&v) == m->nfloats;
+        if (ok)
+            memcpy(t->moment2_host, v.data, m->nfloats * sizeof(float));
+        fine_tensor_free(&v);
+        if (!ok)
+            return fine_err_set(e, "train_state: the second-moment buffer does not match the model");
+    }
     fine_tensor mom;
     if (fine_record_tensor_view(r, "momentum", &mom, e) < 0)
         return -1;

@@ -34,6 +34,41 @@ PY
     ! params_equal "$T/a/final.fst" "$T/c/final.fst"
 }
 
+@test "--optimizer adamw: the first step moves every trained parameter by lr (PyTorch's AdamW), resume is exact" {
+    make_batches "$T" 4
+    fine-model init --preset tiny --seed 12345 -o "$T/init.fst"
+    fine-train --preset tiny --optimizer adamw --weight-decay 0 --epochs 1 --iters-per-epoch 1 --quiet \
+        -o "$T/one" "$T/batches.fst"
+    "$FINE_PYTHON" - "$T/init.fst" "$T/one/final.fst" <<'PY'
+import sys, numpy as np, fine_stream
+def params(p):
+    return {r["name"]: r["array"].astype(np.float64) for r in fine_stream.read(p) if r["type"] == "param"}
+a, b = params(sys.argv[1]), params(sys.argv[2])
+d = np.abs(np.concatenate([(b[k] - a[k]).ravel() for k in a]))
+moved = d[d > 0]
+# bias-corrected first step: m / sqrt(v) = g / (|g| + eps), so |dp| = lr where |g| >> eps = 1e-8
+# and less where |g| is tiny; SGD's first step would be lr * |g| * (1 + mu), spread over orders
+# of magnitude. The float parameters (|p| up to ~4) round dp to ~1e-4 of lr.
+q = np.quantile(moved, [0.1, 0.25, 0.5, 0.75, 0.9])
+print("moved %d of %d, |dp| quantiles %s, max %.9f" % (moved.size, d.size, q, d.max()))
+assert moved.size > d.size // 2
+assert d.max() <= 1e-3 * (1 + 1e-3), d.max()
+assert abs(q[4] - 1e-3) < 1e-6 and q[1] > 0.8e-3, q  # without bias correction: 3.16 lr
+PY
+    # the second moment and the step count travel in the checkpoint: 2 + 2 = 4, bit for bit
+    fine-train --preset tiny --optimizer adamw --epochs 2 --iters-per-epoch 2 --save-every 1 --quiet \
+        -o "$T/a" "$T/batches.fst"
+    fine-train --resume "$T/a/latest.fst" --quiet -o "$T/b" "$T/batches.fst"
+    params_equal "$T/a/final.fst" "$T/b/final.fst"
+    fine-info "$T/a/final.fst" | grep -q 'optimizer *"adamw"'
+    fine-info "$T/a/final.fst" | grep -q 'second_moment'
+    # and it is not SGD under another name
+    fine-train --preset tiny --epochs 2 --iters-per-epoch 2 --quiet -o "$T/s" "$T/batches.fst"
+    ! params_equal "$T/a/final.fst" "$T/s/final.fst"
+    run fine-train --preset tiny --optimizer adam -o "$T/x" "$T/batches.fst"
+    [ "$status" -eq 2 ] && [[ "$output" == *"--optimizer must be sgd or adamw"* ]]
+}
+
 @test "the loss falls over a few epochs on one case, and the log has one JSON object per epoch" {
     make_batches "$T" 24
     fine-train --preset tiny --epochs 4 --iters-per-epoch 6 --quiet --log "$T/log.jsonl" -o "$T/r" "$T/batches.fst"

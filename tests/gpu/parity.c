@@ -1008,6 +1008,24 @@ static void check_sgd(harness *h, size_t n)
     fb_free(h, &g);
 }
 
+static void check_adamw(harness *h, size_t n)
+{
+    const fine_backend *cb = h->cpu, *gb = h->gpu;
+    const float gscale = 0.8f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, lr = 1e-3f, wd = 0.01f;
+    const float step = (float)(1e-3 / (1 - pow(0.9, 3))), rbc2 = (float)(1 / sqrt(1 - pow(0.999, 3)));
+    fbuf p = fb_rand(h, (int64_t)n, -1, 1), m1 = fb_rand(h, (int64_t)n, -0.1f, 0.1f);
+    fbuf m2 = fb_rand(h, (int64_t)n, 0, 0.01f), g = fb_rand(h, (int64_t)n, -1, 1);
+    cb->adamw_step(cb->ctx, p.c, m1.c, m2.c, g.c, n, gscale, b1, b2, eps, lr, wd, step, rbc2);
+    gb->adamw_step(gb->ctx, p.g, m1.g, m2.g, g.g, n, gscale, b1, b2, eps, lr, wd, step, rbc2);
+    check_f(h, &p, "adamw_step n%zu p", n);
+    check_f(h, &m1, "adamw_step n%zu first moment", n);
+    check_f(h, &m2, "adamw_step n%zu second moment", n);
+    fb_free(h, &p);
+    fb_free(h, &m1);
+    fb_free(h, &m2);
+    fb_free(h, &g);
+}
+
 /* ------------------------------------------------------------------ main */
 
 static void usage(FILE *f)
@@ -1110,6 +1128,7 @@ int main(int argc, char **argv)
     check_sumsq(&h, 10000000);
     check_sumsq(&h, 1001);
     check_sgd(&h, 1000003);
+    check_adamw(&h, 1000003);
 
     printf("1..%d\n", h.n);
     if (h.worst_n)

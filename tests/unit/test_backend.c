@@ -1,5 +1,5 @@
 /* test_backend: the host-side logic of the backends that needs no GPU: the convolution
- * algorithm cache and choosing a backend by name. (Every layer of the CPU table against the
+ * algorithm cache, choosing a backend by name, and the CPU AdamW step. (Every layer of the CPU table against the
  * CUDA one is tests/gpu/parity; `parity --self` runs here from tests/bats/backend.bats.) */
 #include <math.h>
 #include <stdlib.h>
@@ -79,10 +79,51 @@ static void open_tests(tap *t)
     tap_ok(t, empty == 0, "the CPU table has all %zu functions", n);
 }
 
+/* The CPU AdamW step against PyTorch's AdamW written out in double from its documentation
+ * (decoupled decay first, then the bias-corrected moments), over three steps. Tolerance 1e-4 of
+ * lr (1e-7): a few float roundings of |p| <= 0.1 per step (ulp 7.5e-9); a missing bias correction
+ * or decay term is off by 5e-3 of lr or more. */
+static void adamw_tests(tap *t)
+{
+    const fine_backend *be = fine_backend_cpu();
+    enum { N = 257 };
+    float p[N], m1[N] = {0}, m2[N] = {0}, g[N];
+    double rp[N], rm1[N] = {0}, rm2[N] = {0};
+    const double lr = 1e-3, wd = 0.05, b1 = 0.9, b2 = 0.999, eps = 1e-8, gscale = 0.5;
+    for (int i = 0; i < N; i++)
+        p[i] = (float)(0.01 * (i % 17) - 0.08), rp[i] = p[i];
+    double worst = 0;
+    for (int step = 1; step <= 3; step++) {
+        for (int i = 0; i < N; i++)
+            g[i] = (float)(sin(0.37 * i + step) * (i % 5 == 0 ? 1e-6 : 1.0));
+        double c1 = 1 - pow(b1, step), c2 = 1 - pow(b2, step);
+        be->adamw_step(be->ctx, p, m1, m2, g, N, (float)gscale, (float)b1, (float)b2, (float)eps, (float)lr,
+                       (float)wd, (float)(lr / c1), (float)(1 / sqrt(c2)));
+        for (int i = 0; i < N; i++) {
+            double d = (double)g[i] * gscale;
+            rp[i] *= 1 - lr * wd;
+            rm1[i] = b1 * rm1[i] + (1 - b1) * d;
+            rm2[i] = b2 * rm2[i] + (1 - b2) * d * d;
+            rp[i] -= lr * (rm1[i] / c1) / (sqrt(rm2[i] / c2) + eps);
+            double err = fabs(p[i] - rp[i]) / lr;
+            worst = err > worst ? err : worst;
+        }
+    }
+    tap_ok(t, worst < 1e-4, "adamw_step: 3 steps match PyTorch's AdamW in double (worst %.2e of lr)", worst);
+    /* step 1 with no decay moves every parameter by lr * sign(g) (for |g| >> eps) */
+    float q[4] = {0.5f, -0.5f, 0.25f, 0}, a[4] = {0}, v[4] = {0}, h[4] = {3.0f, -1e-3f, 0.2f, -40.0f};
+    be->adamw_step(be->ctx, q, a, v, h, 4, 1.0f, 0.9f, 0.999f, 1e-8f, 1e-3f, 0.0f, (float)(1e-3 / 0.1),
+                   (float)(1 / sqrt(1e-3)));
+    int ok = fabsf(q[0] - 0.499f) < 1e-6f && fabsf(q[1] + 0.499f) < 1e-6f && fabsf(q[2] - 0.249f) < 1e-6f &&
+             fabsf(q[3] - 0.001f) < 1e-6f;
+    tap_ok(t, ok, "adamw_step: the first step is lr * sign(g) (%g %g %g %g)", q[0], q[1], q[2], q[3]);
+}
+
 int main(void)
 {
     tap t = {0};
     cache_tests(&t);
     open_tests(&t);
+    adamw_tests(&t);
     return tap_done(&t);
 }

@@ -233,6 +233,7 @@ static void fill_table(fine_backend *b)
     b->softmax_channels = fine_cu_softmax_channels;
     b->sumsq = fine_cu_sumsq;
     b->sgd_step = fine_cu_sgd_step;
+    b->adamw_step = fine_cu_adamw_step;
 }
 
 extern "C" void fine_cuda_backend_close(fine_backend *be)

@@ -405,6 +405,36 @@ extern "C" void fine_cu_sgd_step(void *ctx, float *p, float *buf, const float *g
     fine_cuda_ok(c, cudaGetLastError(), "fine_cu_sgd_step");
 }
 
+/* The CPU's operations in its order, each rounded to nearest (no contraction into FMAs), so the
+ * update is the CPU's bit for bit (sqrtf is correctly rounded on both). */
+__global__ static void adamw_step_kernel(float *p, float *m1, float *m2, const float *g, int64_t n, float gscale,
+                                         float b1, float b2, float eps, float decay, float step, float rbc2)
+{
+    int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        float d = __fmul_rn(g[i], gscale);
+        float a = __fadd_rn(__fmul_rn(b1, m1[i]), __fmul_rn(__fsub_rn(1.0f, b1), d));
+        float v = __fadd_rn(__fmul_rn(b2, m2[i]), __fmul_rn(__fsub_rn(1.0f, b2), __fmul_rn(d, d)));
+        m1[i] = a;
+        m2[i] = v;
+        float den = __fadd_rn(__fmul_rn(__fsqrt_rn(v), rbc2), eps);
+        p[i] = __fsub_rn(__fmul_rn(p[i], decay), __fmul_rn(step, __fdiv_rn(a, den)));
+    }
+}
+
+extern "C" void fine_cu_adamw_step(void *ctx, float *p, float *m1, float *m2, const float *g, size_t n,
+                                   float gscale, float b1, float b2, float eps, float lr, float wd, float step,
+                                   float rbc2)
+{
+    fine_cuda_ctx *c = (fine_cuda_ctx *)ctx;
+    if (n == 0)
+        return;
+    float decay = 1.0f - lr * wd; /* computed as the CPU computes it */
+    adamw_step_kernel<<<fine_cuda_blocks((int64_t)n, THREADS), THREADS, 0, c->stream>>>(
+        p, m1, m2, g, (int64_t)n, gscale, b1, b2, eps, decay, step, rbc2);
+    fine_cuda_ok(c, cudaGetLastError(), "fine_cu_adamw_step");
+}
+
 /* ------------------------------------------------------------------ softmax for inference */
 
 /* One thread per voxel of (B, K, L): the CPU's order (max, expf(x - max), 1 / sum, products). */

@@ -92,6 +92,8 @@ double fine_cu_sumsq(void *ctx, const float *x, size_t n);
 void fine_cu_softmax_channels(void *ctx, float *out, const float *in, int64_t B, int64_t K, int64_t L);
 void fine_cu_sgd_step(void *ctx, float *p, float *buf, const float *g, size_t n, float gscale, float mu,
                       float wd, float lr);
+void fine_cu_adamw_step(void *ctx, float *p, float *m1, float *m2, const float *g, size_t n, float gscale,
+                        float b1, float b2, float eps, float lr, float wd, float step, float rbc2);
 
 #ifdef __cplusplus
 }
