@@ -214,38 +214,24 @@ PY
     [[ "$output" == *"bad.txt:1"* ]]
 }
 
-# binarize: a stream filter (stdin -> stdout) that merges every organ into class 1
-binarize() {
-    "$FINE_PYTHON" -c '
-import os, sys, numpy as np, fine_stream
-try:
-    with fine_stream.Reader("-") as r, fine_stream.Writer("-", tool="binarize", args=sys.argv, upstream=r) as w:
-        for rec in r:
-            if rec.get("type") == "patch":
-                rec["label"] = (rec["label"] > 0).astype(np.uint8)
-            w.put(rec)
-except BrokenPipeError:  # fine-train stopped reading: the endless stream ends here
-    os._exit(1)
-'
-}
-
-@test "tiny fits one synthetic case: organ-vs-background training Dice from chance to above 0.85 in 600 iterations" {
+@test "tiny fits one synthetic case, 13 organs, AdamW: training Dice from under 0.1 to above 0.6 in 600 iterations" {
     [ "${FINE_SANITIZE:-0}" = 1 ] && skip "minutes of training under ASan; the release build runs it"
     fine-synth --cases 1 --scale 0.3 --seed 5 "$T/data" >/dev/null 2>&1
-    fine-resample --spacing 6,2,2 "$T/data" -o "$T/pre.fst"
+    # the whole case in one 32x64x64 crop (28x65x65 voxels at 15x6.4x6.4 mm): memorising one input
+    fine-resample --spacing 15,6.4,6.4 "$T/data" -o "$T/pre.fst"
     fine-normalize --fit "$T/data" -o "$T/stats.fst"
     fine-normalize --stats "$T/stats.fst" "$T/pre.fst" "$T/norm.fst"
     start=$(date +%s)
-    fine-patch --train --augment none --crop 32,64,64 --seed 1 "$T/norm.fst" | binarize |
-        fine-train --preset tiny --set num_classes=2 --epochs 24 --iters-per-epoch 25 --quiet \
+    fine-patch --train --augment none --crop 32,64,64 --seed 1 "$T/norm.fst" |
+        fine-train --preset tiny --optimizer adamw --lr 0.002 --epochs 24 --iters-per-epoch 25 --quiet \
             --log "$T/log.jsonl" -o "$T/r"
     echo "# 600 iterations in $(($(date +%s) - start)) s" >&3
     "$FINE_PYTHON" - "$T/log.jsonl" <<'PY'
 import sys, json
 rows = [json.loads(l) for l in open(sys.argv[1])]
 d = [round(r["train_dice"], 3) for r in rows]
-print("training Dice per epoch of 25 iterations:", d)
-assert max(d[-3:]) > 0.85, d            # it fits the case
-assert max(d[-3:]) > d[0] + 0.15, d      # from where it started
+print("training Dice (13-organ mean) per epoch of 25 iterations:", d)
+assert d[0] < 0.1, d                    # it starts at chance
+assert max(d[-3:]) > 0.6, d             # measured 0.70 after 600 (README, Training results)
 PY
 }
