@@ -333,9 +333,10 @@ static int run(fine_model *m, fine_trainer *t, fine_train_opts *o, batch_src *sr
     double loss_sum = 0, t0 = fine_now(), t_epoch = t0, last_dice = NAN;
     int64_t start = t->iteration, n = 0;
     if (!a->quiet)
-        fprintf(stderr, "%s: %s, %zu parameters, activations %.2f GB, %lld iterations to go%s\n", TOOL,
-                t->be->name, fine_model_live_params(m), (double)fine_net_bytes(t->net) / 1e9,
-                (long long)(total - t->iteration), val ? "" : " (no --val: no best.fst)");
+        fprintf(stderr, "%s: %s, %zu parameters, activations %.2f GB, %s lr %g, %lld iterations to go%s\n",
+                TOOL, t->be->name, fine_model_live_params(m), (double)fine_net_bytes(t->net) / 1e9,
+                fine_optimizer_name(o->optimizer), o->lr, (long long)(total - t->iteration),
+                val ? "" : " (no --val: no best.fst)");
     while (rc == 0 && t->iteration < total && !stop_requested) {
         int got = read_batch(src, c, B, x, labels, pos, &skip, e);
         if (got < 0) {
