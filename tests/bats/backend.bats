@@ -12,10 +12,10 @@ no_gpu() {
 @test "parity --self: every backend slot checked, CPU against CPU, all exact" {
     run "$FINE_GPUTESTS/parity" --self
     [ "$status" -eq 0 ]
-    [[ "$output" == *"parity: 151 passed, 0 failed"* ]]
+    [[ "$output" == *"parity: 154 passed, 0 failed"* ]]
     # the harness compares: every line reports a relative error of 0 or an exact match
     ! grep -E "^ok .* rel [1-9]" <<<"$output"
-    [ "$(grep -c '^ok ' <<<"$output")" -eq 151 ]
+    [ "$(grep -c '^ok ' <<<"$output")" -eq 154 ]
 }
 
 @test "parity and model refuse a device they cannot open, exit 2" {
