@@ -239,7 +239,9 @@ double fine_train_step(fine_trainer *t, fine_model *m, const fine_train_opts *o,
     *grad_norm = norm;
     float scale = norm > o->clip ? (float)(o->clip / (norm + 1e-6)) : 1.0f;
     float *p = fine_net_params(t->net, m);
-    if (o->optimizer == FINE_OPT_ADAMW && t->moment2) {
+    if (o->optimizer == FINE_OPT_ADAMW) {
+        if (!t->moment2) /* fine_trainer_set_optimizer was not called: no step, a NaN loss */
+            return NAN;
         double n = (double)(t->iteration + 1); /* PyTorch's step count, from 1 */
         double step = lr / (1.0 - pow(FINE_ADAMW_BETA1, n));
         double rbc2 = 1.0 / sqrt(1.0 - pow(FINE_ADAMW_BETA2, n));
@@ -274,7 +276,7 @@ int fine_trainer_write_state(fine_writer *w, const fine_trainer *t, const fine_m
     fine_tensor mom = {.dtype = FINE_F32, .ndim = 1, .shape = {(int64_t)m->nfloats}, .data = t->momentum_host};
     fine_map_tensor(r, "momentum", &mom);
     fine_tensor m2 = {.dtype = FINE_F32, .ndim = 1, .shape = {(int64_t)m->nfloats}, .data = t->moment2_host};
-    if (o->optimizer == FINE_OPT_ADAMW)
+    if (o->optimizer == FINE_OPT_ADAMW && t->moment2_host)
         fine_map_tensor(r, "second_moment", &m2);
     int rc = fine_writer_put(w, r, e);
     fine_map_free(r);

@@ -86,8 +86,9 @@ int fine_trainer_pull(fine_trainer *t, fine_model *m, fine_err *e);
 int fine_trainer_check(fine_trainer *t, fine_err *e);
 
 /* One iteration on x (B, C, crop) and labels (B, crop): forward in training mode, loss, backward,
- * clipping, the optimizer of o at learning rate lr. Returns the loss (weighted sum over the two heads) and sets
- * *grad_norm to the norm before clipping. */
+ * clipping, the optimizer of o at learning rate lr. Returns the loss (weighted sum over the two
+ * heads) and sets *grad_norm to the norm before clipping. AdamW needs fine_trainer_set_optimizer
+ * first: without it nothing is updated and the result is NaN. */
 double fine_train_step(fine_trainer *t, fine_model *m, const fine_train_opts *o, const float *x,
                        const uint8_t *labels, const int64_t *pos, double lr, double *grad_norm);
 
