@@ -210,6 +210,8 @@ int fine_trainer_val_update(fine_trainer *t, double dice)
 double fine_train_step(fine_trainer *t, fine_model *m, const fine_train_opts *o, const float *x,
                        const uint8_t *labels, const int64_t *pos, double lr, double *grad_norm)
 {
+    if (o->optimizer == FINE_OPT_ADAMW && !t->moment2) /* fine_trainer_set_optimizer was not called */
+        return NAN;
     const fine_config *c = &m->cfg;
     int64_t B = t->B, K = c->num_classes;
     int64_t L0 = (int64_t)c->crop[0] * c->crop[1] * c->crop[2];
@@ -240,8 +242,6 @@ double fine_train_step(fine_trainer *t, fine_model *m, const fine_train_opts *o,
     float scale = norm > o->clip ? (float)(o->clip / (norm + 1e-6)) : 1.0f;
     float *p = fine_net_params(t->net, m);
     if (o->optimizer == FINE_OPT_ADAMW) {
-        if (!t->moment2) /* fine_trainer_set_optimizer was not called: no step, a NaN loss */
-            return NAN;
         double n = (double)(t->iteration + 1); /* PyTorch's step count, from 1 */
         double step = lr / (1.0 - pow(FINE_ADAMW_BETA1, n));
         double rbc2 = 1.0 / sqrt(1.0 - pow(FINE_ADAMW_BETA2, n));
@@ -283,6 +283,19 @@ int fine_trainer_write_state(fine_writer *w, const fine_trainer *t, const fine_m
     return rc;
 }
 
+/* Copies the f32 tensor `key` of r (n values) into dst; what names it in the error. 0 or -1. */
+static int read_buffer(const fine_record *r, const char *key, const char *what, float *dst, size_t n, fine_err *e)
+{
+    fine_tensor v;
+    if (fine_record_tensor_view(r, key, &v, e) < 0)
+        return -1;
+    int ok = v.dtype == FINE_F32 && (size_t)fine_tensor_numel(&v) == n;
+    if (ok)
+        memcpy(dst, v.data, n * sizeof(float));
+    fine_tensor_free(&v);
+    return ok ? 0 : fine_err_set(e, "train_state: the %s buffer does not match the model", what);
+}
+
 int fine_trainer_read_state(const fine_record *r, fine_trainer *t, const fine_model *m,
                             fine_train_opts *o, int *epoch, fine_err *e)
 {
@@ -304,34 +317,17 @@ int fine_trainer_read_state(const fine_record *r, fine_trainer *t, const fine_mo
     }
     if (fine_trainer_set_optimizer(t, m, o->optimizer, e) < 0)
         return -1;
-    if (o->optimizer == FINE_OPT_ADAMW) {
-        fine_tensor v;
-        if (fine_record_tensor_view(r, "second_moment", &v, e) < 0)
-            return -1;
-        int ok = v.dtype == FINE_F32 && (size_t)fine_tensor_numel(&v) == m->nfloats;
-        if (ok)
-            memcpy(t->moment2_host, v.data, m->nfloats * sizeof(float));
-        fine_tensor_free(&v);
-        if (!ok)
-            return fine_err_set(e, "train_state: the second-moment buffer does not match the model");
-    }
-    fine_tensor mom;
-    if (fine_record_tensor_view(r, "momentum", &mom, e) < 0)
+    if (o->optimizer == FINE_OPT_ADAMW &&
+        read_buffer(r, "second_moment", "second-moment", t->moment2_host, m->nfloats, e) < 0)
         return -1;
-    if (mom.dtype != FINE_F32 || (size_t)fine_tensor_numel(&mom) != m->nfloats) {
-        fine_tensor_free(&mom);
-        return fine_err_set(e, "train_state: the momentum buffer does not match the model");
-    }
+    if (read_buffer(r, "momentum", "momentum", t->momentum_host, m->nfloats, e) < 0)
+        return -1;
     double ema = NAN, best = NAN;
     if (fine_record_get(r, "val_ema") && (fine_record_f64(r, "val_ema", &ema, e) < 0 ||
-                                          fine_record_f64(r, "val_best", &best, e) < 0)) {
-        fine_tensor_free(&mom);
+                                          fine_record_f64(r, "val_best", &best, e) < 0))
         return -1;
-    }
     t->val_ema = ema;
     t->val_best = best;
-    memcpy(t->momentum_host, mom.data, m->nfloats * sizeof(float));
-    fine_tensor_free(&mom);
     t->iteration = it;
     o->epochs = (int)epochs;
     o->iters_per_epoch = (int)ipe;
