@@ -100,13 +100,16 @@ struct fine_net {
     /* scratch: convolution work space and the backward's gradient buffers */
     float *conv_scratch;
     size_t conv_scratch_n;
-    float *ga, *gb, *gc, *gd, *ge; /* max_act floats each (token and convolution sized), ge 2 max_hid */
-    float *gw1, *gw2, *gw3, *gw4, *gw5; /* window-sized: max over stages of Bw*T*3C etc. */
+    float *ga, *gb, *gc, *gd, *ge; /* max_act floats each (token and convolution sized), ge max_hid */
+    float *gw1, *gw2, *gw3, *gw4; /* window-sized: gw2 max_win3 (Bw*T*3C), the others max_win */
+    float *gw5;                   /* the memory tokens' gradient: max over stages of Bw*C */
     float *gatt;                        /* the backend's attention-backward scratch */
     int eval;                           /* evaluation only: no backward, pooled block buffers */
-    bump pool[3]; /* 0, 1: evaluation nets: block outputs in turn; 2: forward temporaries */
-    size_t pool_max[3], main_bytes;
-    size_t max_act, max_hid, max_win, att_scratch_n, max_tok;
+    /* 0, 1: evaluation nets: block outputs in turn; 2: forward temporaries; 3: training nets:
+     * the block buffers the backward recomputes (qkv, attention probabilities, GELU output) */
+    bump pool[4];
+    size_t pool_max[4], main_bytes;
+    size_t max_act, max_hid, max_win, max_win3, max_gt, att_scratch_n, max_tok;
     char *arena;
     size_t bytes;
 };
@@ -181,21 +184,36 @@ static void plan_layer(fine_net *n, layer_acts *la, bump *b, bump *d, const fine
             kb = pool_start(n, 2);
             ko = pool_start(n, j & 1);
         }
+        /* a training net keeps, of a block's attention and MLP, only what the backward cannot
+         * recompute cheaply (the inputs x and x1, the LayerNorm statistics, the bias): the
+         * sequences, qkv, the attention probabilities and output (one group), and the second
+         * LayerNorm's output, fc1 and the GELU output (the other) come from pool 3, which every
+         * block and both groups share (neither group reads the other); the backward recomputes
+         * them, the same calls on the same inputs, so the same values. At bcv's stage 0 this
+         * keeps 100 MB of a block's 460 for one more fc1 and qkv product (a few per cent of
+         * the arithmetic). */
+        bump *kr = n->eval ? kb : pool_start(n, 3);
         k->ln1 = n->eval ? take(kb, (size_t)(B * L * C)) : temporary(n, (size_t)(B * L * C));
         k->ln1_mean = take(kb, (size_t)(B * L));
         k->ln1_rstd = take(kb, (size_t)(B * L));
-        k->seq = take(kb, (size_t)(Bw * T * C));
-        k->qkv = take(kb, (size_t)(Bw * T * 3 * C));
-        k->att = take(kb, (size_t)(Bw * h * T * T));
-        k->ao = take(kb, (size_t)(Bw * T * C));
+        k->seq = take(kr, (size_t)(Bw * T * C));
+        k->qkv = take(kr, (size_t)(Bw * T * 3 * C));
+        k->att = take(kr, (size_t)(Bw * h * T * T));
+        k->ao = take(kr, (size_t)(Bw * T * C));
         k->po = n->eval ? take(kb, (size_t)(Bw * T * C)) : temporary(n, (size_t)(Bw * T * C));
         k->bias = take(kb, (size_t)(h * N * N));
         k->x1 = take(kb, (size_t)(B * L * C));
-        k->ln2 = take(kb, (size_t)(B * L * C));
         k->ln2_mean = take(kb, (size_t)(B * L));
         k->ln2_rstd = take(kb, (size_t)(B * L));
-        k->fc1 = take(kb, (size_t)(B * L * hid));
-        k->act = take(kb, (size_t)(B * L * hid));
+        if (!n->eval) {
+            pool_end(n, 3);
+            kr = pool_start(n, 3);
+        }
+        k->ln2 = take(kr, (size_t)(B * L * C));
+        k->fc1 = take(kr, (size_t)(B * L * hid));
+        k->act = take(kr, (size_t)(B * L * hid));
+        if (!n->eval)
+            pool_end(n, 3);
         k->out = take(ko, (size_t)(B * L * C));
         k->dpx1 = take(d, (size_t)B);
         k->dpx2 = take(d, (size_t)B);
@@ -219,18 +237,20 @@ static void plan_layer(fine_net *n, layer_acts *la, bump *b, bump *d, const fine
         }
         pool_end(n, 2);
         pool_end(n, j & 1);
-        /* the backward's window-sized gradients: of seq, qkv, the attention output and proj
-         * output, and of the memory-token branch (no T x T score matrix: the backends keep
-         * those in the attention scratch) */
-        size_t win = (size_t)(Bw * T * 3 * C);
-        if ((size_t)(B * U * 3 * C) > win)
-            win = (size_t)(B * U * 3 * C);
-        if ((size_t)(Bw * hid) > win)
-            win = (size_t)(Bw * hid);
+        /* the backward's window-sized gradients: of seq, the attention output and proj output
+         * (max_win), of qkv (max_win3), and of the memory-token branch (no T x T score matrix:
+         * the backends keep those in the attention scratch) */
+        size_t win = (size_t)(Bw * T * C) > (size_t)(B * U * C) ? (size_t)(Bw * T * C) : (size_t)(B * U * C);
         if (win > n->max_win)
             n->max_win = win;
-        if ((size_t)(B * L * hid) > n->max_hid)
-            n->max_hid = (size_t)(B * L * hid);
+        if (3 * win > n->max_win3)
+            n->max_win3 = 3 * win;
+        if ((size_t)(Bw * C) > n->max_gt)
+            n->max_gt = (size_t)(Bw * C);
+        /* the MLP backward's hidden-sized gradient (and, for the memory tokens, both of them) */
+        size_t hmax = (size_t)(B * L * hid) > (size_t)(2 * Bw * hid) ? (size_t)(B * L * hid) : (size_t)(2 * Bw * hid);
+        if (hmax > n->max_hid)
+            n->max_hid = hmax;
         need_act(n, (size_t)(B * L * C));
         if ((size_t)(B * L * C) > n->max_tok)
             n->max_tok = (size_t)(B * L * C);
@@ -282,7 +302,8 @@ static void plan(fine_net *n, bump *b, bump *d)
     const fine_model *m = n->m;
     const fine_config *c = &m->cfg;
     int64_t B = n->B, E = c->embed_dim, H = E / 2, K = c->num_classes;
-    n->max_act = n->max_hid = n->max_win = n->conv_scratch_n = n->att_scratch_n = n->max_tok = 0;
+    n->max_act = n->max_hid = n->max_win = n->max_win3 = n->max_gt = 0;
+    n->conv_scratch_n = n->att_scratch_n = n->max_tok = 0;
 
     /* patch embedding: conv k3 stride (2,2,2) -> GELU -> LN, conv k3 -> GELU -> LN,
      * conv k3 stride (1,2,2) -> GELU -> LN, conv k3 -> LN (B 1.2 rows 2-7) */
@@ -382,12 +403,12 @@ static void plan(fine_net *n, bump *b, bump *d)
     if (!n->eval) { /* the backward's gradient buffers */
         n->gc = take(b, n->max_act);
         n->gd = take(b, n->max_act);
-        n->ge = take(b, 2 * n->max_hid); /* the MLP backward's two hidden-sized buffers */
+        n->ge = take(b, n->max_hid); /* the MLP backward's hidden-sized gradient */
         n->gw1 = take(b, n->max_win);
-        n->gw2 = take(b, n->max_win);
+        n->gw2 = take(b, n->max_win3);
         n->gw3 = take(b, n->max_win);
         n->gw4 = take(b, n->max_win);
-        n->gw5 = take(b, n->max_win);
+        n->gw5 = take(b, n->max_gt);
         n->gatt = take(b, n->att_scratch_n);
     }
     if (n->be->is_device) {
@@ -399,9 +420,10 @@ static void plan(fine_net *n, bump *b, bump *d)
     }
 }
 
-/* Sizes every buffer (plan() with NULL bases). The arena is [activations][pools 0, 1, 2]
+/* Sizes every buffer (plan() with NULL bases). The arena is [activations][pools 0, 1, 2, 3]
  * [drop-path scales] (the scales together so that one upload sends them); pool 2 holds the
- * forward temporaries, pools 0 and 1 are used by evaluation-only nets alone. Sets
+ * forward temporaries, pools 0 and 1 are used by evaluation-only nets alone, pool 3 by
+ * training nets alone (what the backward recomputes). Sets
  * n->main_bytes and n->pool_max. */
 static size_t plan_sizes(fine_net *n, size_t *dp_bytes)
 {
@@ -411,7 +433,7 @@ static size_t plan_sizes(fine_net *n, size_t *dp_bytes)
     plan(n, &b, &d);
     *dp_bytes = d.off;
     n->main_bytes = b.off;
-    return b.off + n->pool_max[0] + n->pool_max[1] + n->pool_max[2] + d.off;
+    return b.off + n->pool_max[0] + n->pool_max[1] + n->pool_max[2] + n->pool_max[3] + d.off;
 }
 
 static fine_net *plan_net(const fine_backend *be, const fine_model *m, int B, int eval, fine_err *e)
@@ -442,6 +464,7 @@ static fine_net *plan_net(const fine_backend *be, const fine_model *m, int B, in
     n->pool[0].base = n->arena + n->main_bytes;
     n->pool[1].base = n->pool[0].base + n->pool_max[0];
     n->pool[2].base = n->pool[1].base + n->pool_max[1];
+    n->pool[3].base = n->pool[2].base + n->pool_max[2];
     plan(n, &b, &d);
     n->dp_first = n->arena + (total - dp_bytes);
     n->dp_end = n->arena + total;
@@ -884,16 +907,17 @@ void fine_net_forward(fine_net *n, fine_model *m, const float *x, const int64_t 
 
 /* ------------------------------------------------------------------ backward */
 
+/* dact and dfc1: (rows, hid) work space; dfc1 may be act itself, dead once fc2's backward has
+ * read it */
 static void mlp_backward(const fine_backend *be, const float *w, float *din, const float *dout, const float *in, const float *fc1, const float *act,
                          const fine_model *m, float *grad, const char *bp, int64_t rows, int64_t C, int64_t hid,
-                         float *dact)
+                         float *dact, float *dfc1)
 {
     void *cx = be->ctx;
     be->zero(cx, dact, (size_t)(rows * hid) * sizeof(float));
     be->linear_backward(cx, dact, fine_model_view(m, grad, "%s.mlp.fc2.weight", bp),
                          fine_model_view(m, grad, "%s.mlp.fc2.bias", bp), dout, act,
                          fine_model_view(m, (float *)w, "%s.mlp.fc2.weight", bp), rows, hid, C);
-    float *dfc1 = dact + rows * hid;
     be->zero(cx, dfc1, (size_t)(rows * hid) * sizeof(float));
     be->gelu_backward(cx, dfc1, dact, fc1, rows * hid);
     be->linear_backward(cx, din, fine_model_view(m, grad, "%s.mlp.fc1.weight", bp),
@@ -920,7 +944,7 @@ static void layer_backward(fine_net *n, const fine_model *m, layer_acts *la, flo
         snprintf(bp, sizeof bp, "%s.blocks.%d", lp, j);
         int shift = j % 2 ? s->shift : 0;
         const float *xin = j == 0 ? la->in : la->blk[j - 1].out;
-        /* scratch: gc, gd token-sized; ge two hidden-sized; gw1..gw5 window-sized */
+        /* scratch: gc, gd token-sized; ge hidden-sized; gw1..gw4 window-sized, gw5 (Bw, C) */
         float *dx1 = n->gc, *tmp = n->gd, *dbig = n->ge;
         float *dseq = n->gw1, *dqkv = n->gw2, *dao = n->gw3, *dpo = n->gw4;
         /* x2 = x1 + DP2(MLP(LN2(x1))) */
@@ -930,7 +954,14 @@ static void layer_backward(fine_net *n, const fine_model *m, layer_acts *la, flo
             be->drop_path(cx, tmp, k->dpx2, B, L, C);
         float *dln2 = dout; /* dout is consumed: reuse as dLN2 */
         be->zero(cx, dln2, (size_t)(B * L * C) * sizeof(float));
-        mlp_backward(be, w, dln2, tmp, k->ln2, k->fc1, k->act, m, grad, bp, B * L, C, hid, dbig);
+        /* recomputed (pool 3): LN2's output, fc1 and its GELU */
+        be->layernorm_forward(cx, k->ln2, k->ln2_mean, k->ln2_rstd, k->x1,
+                              fine_model_view(m, (float *)w, "%s.norm2.weight", bp),
+                              fine_model_view(m, (float *)w, "%s.norm2.bias", bp), B * L, C);
+        be->linear_forward(cx, k->fc1, k->ln2, fine_model_view(m, (float *)w, "%s.mlp.fc1.weight", bp),
+                           fine_model_view(m, (float *)w, "%s.mlp.fc1.bias", bp), B * L, C, hid);
+        be->gelu_forward(cx, k->act, k->fc1, B * L * hid);
+        mlp_backward(be, w, dln2, tmp, k->ln2, k->fc1, k->act, m, grad, bp, B * L, C, hid, dbig, k->act);
         be->layernorm_backward(cx, dx1, fine_model_view(m, grad, "%s.norm2.weight", bp),
                                 fine_model_view(m, grad, "%s.norm2.bias", bp), dln2, k->x1,
                                 fine_model_view(m, (float *)w, "%s.norm2.weight", bp), k->ln2_mean, k->ln2_rstd,
@@ -968,7 +999,7 @@ static void layer_backward(fine_net *n, const fine_model *m, layer_acts *la, flo
                 be->drop_path(cx, dg2, k->dpg2, Bw, 1, C);
             float *dgln = n->gw4;
             be->zero(cx, dgln, (size_t)(Bw * C) * sizeof(float));
-            mlp_backward(be, w, dgln, dg2, k->gln, k->gfc1, k->gact, m, grad, bp, Bw, C, hid, dbig);
+            mlp_backward(be, w, dgln, dg2, k->gln, k->gfc1, k->gact, m, grad, bp, Bw, C, hid, dbig, dbig + Bw * hid);
             be->layernorm_backward(cx, dg1, fine_model_view(m, grad, "%s.norm2.weight", bp),
                                     fine_model_view(m, grad, "%s.norm2.bias", bp), dgln, k->g1,
                                     fine_model_view(m, (float *)w, "%s.norm2.weight", bp), k->gln_mean,
@@ -979,6 +1010,17 @@ static void layer_backward(fine_net *n, const fine_model *m, layer_acts *la, flo
             be->copy(cx, dg_keep, dg1, (size_t)(Bw * C) * sizeof(float));
             dg_in = dg_keep;
         }
+        /* recomputed (pool 3): the sequences [g; windows of LN1(x)] (LN1's output in tmp, its
+         * windows in dao's buffer, both free until below), qkv, the attention probabilities
+         * and output */
+        fine_attn_shape as = {Bw, T, C, (int)h, 1, shift ? nW : 0};
+        be->layernorm_forward(cx, tmp, k->ln1_mean, k->ln1_rstd, xin, fine_model_view(m, (float *)w, "%s.norm1.weight", bp),
+                              fine_model_view(m, (float *)w, "%s.norm1.bias", bp), B * L, C);
+        be->window_partition(cx, dao, tmp, B, s->res[0], s->res[1], s->res[2], C, s->ws, shift);
+        pack_sequences(be, k->seq, j == 0 ? la->gt0 : la->blk[j - 1].gnext, dao, Bw, N, C);
+        be->linear_forward(cx, k->qkv, k->seq, fine_model_view(m, (float *)w, "%s.attn.qkv.weight", bp),
+                           fine_model_view(m, (float *)w, "%s.attn.qkv.bias", bp), Bw * T, C, 3 * C);
+        be->attention_forward(cx, &as, k->ao, k->att, k->qkv, k->bias, shift ? la->mask : NULL, NULL);
         /* x1 = x + DP1(reverse(po[:, 1:])) */
         be->accumulate(cx, dx, dx1, B * L * C); /* residual */
         be->copy(cx, tmp, dx1, (size_t)(B * L * C) * sizeof(float));
@@ -995,7 +1037,6 @@ static void layer_backward(fine_net *n, const fine_model *m, layer_acts *la, flo
         be->zero(cx, dqkv, (size_t)(Bw * T * 3 * C) * sizeof(float));
         float *dbias = tmp; /* (h, N, N) */
         be->zero(cx, dbias, (size_t)(h * N * N) * sizeof(float));
-        fine_attn_shape as = {Bw, T, C, (int)h, 1, shift ? nW : 0};
         be->attention_backward(cx, &as, dqkv, dbias, dao, k->qkv, k->att, n->gatt);
         be->relpos_bias_backward(cx, fine_model_view(m, grad, "%s.attn.relative_position_bias_table", bp), dbias,
                                   n->relpos, (int)h, (int)N);

@@ -67,7 +67,10 @@ int main(void)
     if (fine_model_build(&m, &c, &e) == 0) {
         size_t btr = fine_net_plan_bytes_on(fine_backend_cpu(), &m, 2, 0);
         size_t bev = fine_net_plan_bytes_on(fine_backend_cpu(), &m, 2, 1);
-        tap_ok(&t, bev < btr / 2, "bcv batch 2: evaluation plan %.2f GB, training plan %.2f GB", bev / 1e9, btr / 1e9);
+        /* measured: evaluation 2.39 GB, training 3.62 GB (8.12 GB before the training plan let
+         * the backward recompute the block buffers of pool 3) */
+        tap_ok(&t, bev < btr && btr < 4.0e9, "bcv batch 2: evaluation plan %.2f GB, training plan %.2f GB (< 4.0)",
+               bev / 1e9, btr / 1e9);
         fine_model_free(&m);
     }
     return tap_done(&t);
