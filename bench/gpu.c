@@ -3,8 +3,9 @@
  * GPU's fp32 peak the training iteration reaches. The PyTorch peer's figures on the same GPU
  * come from bench/gpu_torch.sh; tests/gpu/run.sh runs both and prints the ratios.
  *
- *   gpu [DEVICE [PRESET [BATCH [TRAIN_ITERS [INFER_BATCHES [PEAK_TFLOPS [PRECISION]]]]]]]
- *   defaults: cuda bcv 2 10 10 67 fp32 (67: the H100/H200 SXM datasheet's fp32 rate)
+ *   gpu [DEVICE [PRESET [BATCH [TRAIN_ITERS [INFER_BATCHES [PEAK_TFLOPS [PRECISION [RECOMPUTE]]]]]]]]
+ *   defaults: cuda bcv 2 10 10 67 fp32 all (67: the H100/H200 SXM datasheet's fp32 rate; all:
+ *   the training net's recompute level, fine_net.h)
  *
  * Without a GPU (or a CUDA build) it prints why and exits 0, so `make bench` stays usable. */
 #include <math.h>
@@ -30,6 +31,11 @@ int main(int argc, char **argv)
     int ibatches = argc > 5 ? atoi(argv[5]) : 10;
     double peak = argc > 6 ? atof(argv[6]) : 67.0;
     const char *precision = argc > 7 ? argv[7] : "fp32";
+    int recompute = argc > 8 ? fine_recompute_parse(argv[8]) : FINE_RECOMPUTE_ALL;
+    if (recompute < 0) {
+        fprintf(stderr, "bench/gpu: unknown recompute level '%s' (none, gelu, mlp, all)\n", argv[8]);
+        return 2;
+    }
     fine_err e = {0};
     fine_backend *be = fine_backend_open(device, &e);
     if (!be) {
@@ -63,7 +69,7 @@ int main(int argc, char **argv)
     fine_trainer t;
     fine_train_opts o;
     fine_train_opts_init(&o);
-    if (fine_trainer_init_on(&t, be, &m, B, &e) < 0 || fine_trainer_push(&t, &m, &e) < 0) {
+    if (fine_trainer_init_ex(&t, be, &m, B, recompute, &e) < 0 || fine_trainer_push(&t, &m, &e) < 0) {
         fprintf(stderr, "bench/gpu: %s: %s\n", be->name, e.msg);
         return 1;
     }
@@ -83,8 +89,8 @@ int main(int argc, char **argv)
     }
     double s_it = wall / iters, flops = 3.0 * fine_net_forward_flops(&m, B);
     size_t train_peak = be->peak_bytes(be->ctx);
-    printf("bench/gpu: %s preset %s batch %d crop %dx%dx%d %s\n", be->name, preset, B, c.crop[0], c.crop[1],
-           c.crop[2], precision);
+    printf("bench/gpu: %s preset %s batch %d crop %dx%dx%d %s+recompute-%s\n", be->name, preset, B, c.crop[0],
+           c.crop[1], c.crop[2], be->precision(be->ctx), fine_recompute_name(recompute));
     printf("train: %.4f s/it  %.2f it/s  loss %.4f -> %.4f  %.1f TFLOP/s (%.1f%% of %.0f)  peak %.2f GB\n", s_it,
            1.0 / s_it, first, last, flops / s_it / 1e12, 100.0 * flops / s_it / 1e12 / peak, peak,
            (double)train_peak / 1e9);

@@ -34,7 +34,8 @@ static void usage(void)
            "  --tta              mirroring test-time augmentation (8 passes per patch)\n"
            "  --dtype f16|f32    probability dtype (default f16, as nnU-Net's npz)\n"
            "  --device D         cpu (default), cuda or cuda:N (builds with the CUDA backend)\n"
-           "  --precision P      fp32 (default) or, on cuda, tf32 (tensor-core matrix products)\n"
+           "  --precision P      auto (default: bf16 on a GPU with bf16 tensor cores, else fp32),\n"
+           "                     fp32, or on cuda tf32, bf16, fp16\n"
            "  --threads N        threads (default: all cores)\n"
            "  -f, --force        overwrite OUT\n"
            "  -q, --quiet        no progress line\n"
@@ -258,7 +259,7 @@ int main(int argc, char **argv)
     o.batch = 1;
     o.dtype = FINE_F16;
     o.device = "cpu";
-    o.precision = "fp32";
+    o.precision = "auto";
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":fqh", opts, NULL)) != -1) {

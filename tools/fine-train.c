@@ -67,7 +67,11 @@ static void usage(void)
            "  --log FILE           one JSON object per epoch (appended to on --resume)\n"
            "  --threads N          CPU threads (default: all cores)\n"
            "  --device D           cpu (default), cuda or cuda:N (builds with the CUDA backend)\n"
-           "  --precision P        fp32 (default) or, on cuda, tf32 (tensor-core matrix products)\n"
+           "  --precision P        auto (default: bf16 on a GPU with bf16 tensor cores, else fp32),\n"
+           "                       fp32, or on cuda tf32, bf16, fp16 (fp16 with dynamic loss scaling)\n"
+           "  --recompute R        what the backward recomputes instead of keeping (memory for time,\n"
+           "                       the same gradients): none, gelu, mlp, all (default: all on\n"
+           "                       cuda, none on the CPU)\n"
            "  -q, --quiet          no progress line and no epoch lines\n"
            "  --progress           a progress line even when stderr is not a terminal\n"
            "  -f, --force          accepted (checkpoints in DIR are always replaced)\n"
@@ -333,8 +337,11 @@ static int run(fine_model *m, fine_trainer *t, fine_train_opts *o, batch_src *sr
     double loss_sum = 0, t0 = fine_now(), t_epoch = t0, last_dice = NAN;
     int64_t start = t->iteration, n = 0;
     if (!a->quiet)
-        fprintf(stderr, "%s: %s, %zu parameters, activations %.2f GB, %s lr %g, %lld iterations to go%s\n",
-                TOOL, t->be->name, fine_model_live_params(m), (double)fine_net_bytes(t->net) / 1e9,
+        fprintf(stderr, "%s: %s, precision %s%s, %zu parameters, activations %.2f GB (recompute %s), %s lr %g, "
+                        "%lld iterations to go%s\n",
+                TOOL, t->be->name, t->be->precision(t->be->ctx), t->loss_scale > 0 ? " (loss scaling)" : "",
+                fine_model_live_params(m), (double)fine_net_bytes(t->net) / 1e9,
+                fine_recompute_name(fine_net_recompute(t->net)),
                 fine_optimizer_name(o->optimizer), o->lr, (long long)(total - t->iteration),
                 val ? "" : " (no --val: no best.fst)");
     while (rc == 0 && t->iteration < total && !stop_requested) {
@@ -381,6 +388,8 @@ static int run(fine_model *m, fine_trainer *t, fine_train_opts *o, batch_src *sr
             json_number(log, dice);
             fprintf(log, ", \"lr\": %.6g, \"grad_norm\": ", lr);
             json_number(log, gnorm);
+            if (t->loss_scale > 0)
+                fprintf(log, ", \"loss_scale\": %.6g, \"skipped_steps\": %lld", t->loss_scale, (long long)t->skipped);
             if (val) {
                 fputs(", \"val_dice\": ", log);
                 json_number(log, vdice);
@@ -467,9 +476,9 @@ int main(int argc, char **argv)
     fine_cli_omp_passive(argv);
     fine_cli_init();
     const char *preset = NULL, *config = NULL, *planpath = NULL, *resume = NULL, *valpath = NULL;
-    const char *device = "cpu", *precision = "fp32";
+    const char *device = "cpu", *precision = "auto";
     char *sets[64];
-    int nsets = 0, threads = 0, lr_given = 0;
+    int nsets = 0, threads = 0, lr_given = 0, recompute = -1;
     run_args a = {.B = 2, .save_every = 50, .argc = argc, .argv = argv};
     fine_train_opts o;
     fine_train_opts_init(&o);
@@ -484,7 +493,7 @@ int main(int argc, char **argv)
         {"seed", required_argument, 0, 'S'},   {"save-every", required_argument, 0, 'v'},
         {"log", required_argument, 0, 'L'},    {"threads", required_argument, 0, 't'},
         {"device", required_argument, 0, 'D'}, {"precision", required_argument, 0, 'R'},
-        {"optimizer", required_argument, 0, 'O'},
+        {"optimizer", required_argument, 0, 'O'}, {"recompute", required_argument, 0, 'K'},
         {"quiet", no_argument, 0, 'q'},        {"progress", no_argument, 0, 'P'},
         {"force", no_argument, 0, 'f'},        {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},      {0, 0, 0, 0}};
@@ -515,7 +524,17 @@ int main(int argc, char **argv)
                 return fine_cli_usage(TOOL, "--device must be cpu or cuda[:N], not '%s'", optarg);
             device = optarg;
             break;
-        case 'R': precision = optarg; break;
+        case 'R':
+            if (strcmp(optarg, "auto") != 0 && strcmp(optarg, "fp32") != 0 && strcmp(optarg, "tf32") != 0 &&
+                strcmp(optarg, "bf16") != 0 && strcmp(optarg, "fp16") != 0)
+                return fine_cli_usage(TOOL, "--precision must be auto, fp32, tf32, bf16 or fp16, not '%s'", optarg);
+            precision = optarg;
+            break;
+        case 'K':
+            recompute = fine_recompute_parse(optarg);
+            if (recompute < 0)
+                return fine_cli_usage(TOOL, "--recompute must be none, gelu, mlp or all, not '%s'", optarg);
+            break;
         case 'E':
         case 'I':
         case 'b':
@@ -623,7 +642,7 @@ int main(int argc, char **argv)
         fine_model_free(&m);
         goto fail_early;
     }
-    if (fine_trainer_init_on(&t, be, &m, a.B, &e) < 0) {
+    if (fine_trainer_init_ex(&t, be, &m, a.B, recompute < 0 ? fine_recompute_default(be) : recompute, &e) < 0) {
         fine_model_free(&m);
         fine_backend_close(be);
         goto fail_early;
@@ -634,6 +653,9 @@ int main(int argc, char **argv)
         fine_backend_close(be);
         goto fail_early;
     }
+    /* fp16 products lose small gradients below 6e-8: scale the loss (bf16 has fp32's range) */
+    if (strcmp(be->precision(be->ctx), "fp16") == 0)
+        fine_trainer_set_loss_scaling(&t, 1);
     if (resume) {
         msgpack_unpacked up;
         msgpack_unpacked_init(&up);

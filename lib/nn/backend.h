@@ -40,10 +40,16 @@ typedef struct fine_backend {
     void (*copy)(void *ctx, void *dst, const void *src, size_t bytes);
     /* Waits for queued work; 0, or -1 with e set to the first failure since the last sync. */
     int (*sync)(void *ctx, fine_err *e);
-    /* Arithmetic: "fp32" (the default; every backend) or "tf32" (CUDA: tensor-core GEMMs and
-     * convolutions on fp32 data, 10-bit mantissa products, fp32 sums). Before planning a
-     * network. 0, or -1 with e set for a precision this backend does not have. */
+    /* Arithmetic, before planning a network: "fp32" (the default; every backend); on CUDA also
+     * "tf32" (tensor-core products of 10-bit mantissas, fp32 sums, in the matrix products and
+     * convolutions), "bf16" and "fp16" (the matrix products round their fp32 inputs to 16 bits
+     * and sum in fp32; convolutions as tf32; fp16 needs loss scaling in training); "auto": bf16
+     * where the GPU has bf16 tensor cores, else fp32. Activations, parameters and optimizer
+     * state stay fp32 at every precision. 0, or -1 with e set for a precision this backend
+     * does not have. */
     int (*set_precision)(void *ctx, const char *name, fine_err *e);
+    /* The precision in force ("auto" resolved). */
+    const char *(*precision)(void *ctx);
     /* Bytes of device memory in use at most so far (0 for the CPU). */
     size_t (*peak_bytes)(void *ctx);
 

@@ -51,9 +51,15 @@ static int cpu_sync(void *ctx, fine_err *e)
 static int cpu_set_precision(void *ctx, const char *name, fine_err *e)
 {
     (void)ctx;
-    if (strcmp(name, "fp32") == 0)
+    if (strcmp(name, "fp32") == 0 || strcmp(name, "auto") == 0)
         return 0;
     return fine_err_set(e, "precision '%s' is not available on the CPU (fp32 only)", name);
+}
+
+static const char *cpu_precision(void *ctx)
+{
+    (void)ctx;
+    return "fp32";
 }
 
 static size_t cpu_peak(void *ctx)
@@ -384,6 +390,7 @@ static const fine_backend cpu_backend = {
     .copy = cpu_memcpy,
     .sync = cpu_sync,
     .set_precision = cpu_set_precision,
+    .precision = cpu_precision,
     .peak_bytes = cpu_peak,
     .copy_rows = cpu_copy_rows,
     .axpy_rows = cpu_axpy_rows,

@@ -105,6 +105,7 @@ struct fine_net {
     float *gw5;                   /* the memory tokens' gradient: max over stages of Bw*C */
     float *gatt;                        /* the backend's attention-backward scratch */
     int eval;                           /* evaluation only: no backward, pooled block buffers */
+    int recompute;                      /* training nets: fine_recompute */
     /* 0, 1: evaluation nets: block outputs in turn; 2: forward temporaries; 3: training nets:
      * the block buffers the backward recomputes (qkv, attention probabilities, GELU output) */
     bump pool[4];
@@ -184,35 +185,34 @@ static void plan_layer(fine_net *n, layer_acts *la, bump *b, bump *d, const fine
             kb = pool_start(n, 2);
             ko = pool_start(n, j & 1);
         }
-        /* a training net keeps, of a block's attention and MLP, only what the backward cannot
-         * recompute cheaply (the inputs x and x1, the LayerNorm statistics, the bias): the
-         * sequences, qkv, the attention probabilities and output (one group), and the second
-         * LayerNorm's output, fc1 and the GELU output (the other) come from pool 3, which every
-         * block and both groups share (neither group reads the other); the backward recomputes
-         * them, the same calls on the same inputs, so the same values. At bcv's stage 0 this
-         * keeps 100 MB of a block's 460 for one more fc1 and qkv product (a few per cent of
-         * the arithmetic). */
-        bump *kr = n->eval ? kb : pool_start(n, 3);
+        /* Recomputation (fine_recompute): a training net may keep, of a block's attention and
+         * MLP, only what the backward cannot recompute cheaply (the inputs x and x1, the
+         * LayerNorm statistics, the bias). What it does not keep comes from pool 3, which every
+         * block shares, and the backward recomputes it: the same calls on the same inputs, so
+         * the same values. The attention group (sequences, qkv, probabilities, output: level
+         * all) and the MLP group (GELU output: gelu; LN2 output and fc1 too: mlp) share pool 3
+         * as well: neither reads the other. */
+        int rl = n->eval ? FINE_RECOMPUTE_NONE : n->recompute;
+        bump *ka = rl >= FINE_RECOMPUTE_ALL ? pool_start(n, 3) : kb;
         k->ln1 = n->eval ? take(kb, (size_t)(B * L * C)) : temporary(n, (size_t)(B * L * C));
         k->ln1_mean = take(kb, (size_t)(B * L));
         k->ln1_rstd = take(kb, (size_t)(B * L));
-        k->seq = take(kr, (size_t)(Bw * T * C));
-        k->qkv = take(kr, (size_t)(Bw * T * 3 * C));
-        k->att = take(kr, (size_t)(Bw * h * T * T));
-        k->ao = take(kr, (size_t)(Bw * T * C));
+        k->seq = take(ka, (size_t)(Bw * T * C));
+        k->qkv = take(ka, (size_t)(Bw * T * 3 * C));
+        k->att = take(ka, (size_t)(Bw * h * T * T));
+        k->ao = take(ka, (size_t)(Bw * T * C));
+        if (rl >= FINE_RECOMPUTE_ALL)
+            pool_end(n, 3);
         k->po = n->eval ? take(kb, (size_t)(Bw * T * C)) : temporary(n, (size_t)(Bw * T * C));
         k->bias = take(kb, (size_t)(h * N * N));
         k->x1 = take(kb, (size_t)(B * L * C));
         k->ln2_mean = take(kb, (size_t)(B * L));
         k->ln2_rstd = take(kb, (size_t)(B * L));
-        if (!n->eval) {
-            pool_end(n, 3);
-            kr = pool_start(n, 3);
-        }
-        k->ln2 = take(kr, (size_t)(B * L * C));
-        k->fc1 = take(kr, (size_t)(B * L * hid));
-        k->act = take(kr, (size_t)(B * L * hid));
-        if (!n->eval)
+        bump *km = rl >= FINE_RECOMPUTE_GELU ? pool_start(n, 3) : kb;
+        k->ln2 = take(rl >= FINE_RECOMPUTE_MLP ? km : kb, (size_t)(B * L * C));
+        k->fc1 = take(rl >= FINE_RECOMPUTE_MLP ? km : kb, (size_t)(B * L * hid));
+        k->act = take(km, (size_t)(B * L * hid));
+        if (rl >= FINE_RECOMPUTE_GELU)
             pool_end(n, 3);
         k->out = take(ko, (size_t)(B * L * C));
         k->dpx1 = take(d, (size_t)B);
@@ -436,7 +436,8 @@ static size_t plan_sizes(fine_net *n, size_t *dp_bytes)
     return b.off + n->pool_max[0] + n->pool_max[1] + n->pool_max[2] + n->pool_max[3] + d.off;
 }
 
-static fine_net *plan_net(const fine_backend *be, const fine_model *m, int B, int eval, fine_err *e)
+static fine_net *plan_net(const fine_backend *be, const fine_model *m, int B, int eval, int recompute,
+                           fine_err *e)
 {
     fine_net *n = calloc(1, sizeof *n);
     if (!n) {
@@ -447,6 +448,7 @@ static fine_net *plan_net(const fine_backend *be, const fine_model *m, int B, in
     n->m = m;
     n->be = be;
     n->eval = eval;
+    n->recompute = recompute;
     size_t dp_bytes;
     size_t total = plan_sizes(n, &dp_bytes);
     n->bytes = total;
@@ -506,14 +508,47 @@ static fine_net *plan_net(const fine_backend *be, const fine_model *m, int B, in
     return n;
 }
 
+int fine_net_recompute(const fine_net *n)
+{
+    return n->eval ? FINE_RECOMPUTE_NONE : n->recompute;
+}
+
+int fine_recompute_default(const fine_backend *be)
+{
+    return be->is_device ? FINE_RECOMPUTE_ALL : FINE_RECOMPUTE_NONE;
+}
+
+const char *fine_recompute_name(int level)
+{
+    static const char *names[] = {"none", "gelu", "mlp", "all"};
+    return level >= 0 && level <= FINE_RECOMPUTE_ALL ? names[level] : "?";
+}
+
+int fine_recompute_parse(const char *name)
+{
+    for (int i = 0; i <= FINE_RECOMPUTE_ALL; i++)
+        if (strcmp(name, fine_recompute_name(i)) == 0)
+            return i;
+    return -1;
+}
+
+fine_net *fine_net_plan_train_on(const fine_backend *be, const fine_model *m, int B, int recompute, fine_err *e)
+{
+    if (recompute < 0 || recompute > FINE_RECOMPUTE_ALL) {
+        fine_err_set(e, "recompute level %d out of range", recompute);
+        return NULL;
+    }
+    return plan_net(be, m, B, 0, recompute, e);
+}
+
 fine_net *fine_net_plan_on(const fine_backend *be, const fine_model *m, int B, fine_err *e)
 {
-    return plan_net(be, m, B, 0, e);
+    return plan_net(be, m, B, 0, fine_recompute_default(be), e);
 }
 
 fine_net *fine_net_plan_eval_on(const fine_backend *be, const fine_model *m, int B, fine_err *e)
 {
-    return plan_net(be, m, B, 1, e);
+    return plan_net(be, m, B, 1, FINE_RECOMPUTE_NONE, e);
 }
 
 fine_net *fine_net_plan(const fine_model *m, int B, fine_err *e)
@@ -523,13 +558,19 @@ fine_net *fine_net_plan(const fine_model *m, int B, fine_err *e)
 
 size_t fine_net_plan_bytes_on(const fine_backend *be, const fine_model *m, int B, int eval)
 {
+    return fine_net_plan_train_bytes_on(be, m, B, eval ? -1 : fine_recompute_default(be));
+}
+
+size_t fine_net_plan_train_bytes_on(const fine_backend *be, const fine_model *m, int B, int recompute)
+{
     fine_net *n = calloc(1, sizeof *n); /* large: the struct holds every stage's pointers */
     if (!n)
         return 0;
     n->B = B;
     n->m = m;
     n->be = be;
-    n->eval = eval;
+    n->eval = recompute < 0;
+    n->recompute = recompute < 0 ? FINE_RECOMPUTE_NONE : recompute;
     size_t dp, total = plan_sizes(n, &dp);
     free(n);
     return total;
@@ -954,13 +995,17 @@ static void layer_backward(fine_net *n, const fine_model *m, layer_acts *la, flo
             be->drop_path(cx, tmp, k->dpx2, B, L, C);
         float *dln2 = dout; /* dout is consumed: reuse as dLN2 */
         be->zero(cx, dln2, (size_t)(B * L * C) * sizeof(float));
-        /* recomputed (pool 3): LN2's output, fc1 and its GELU */
-        be->layernorm_forward(cx, k->ln2, k->ln2_mean, k->ln2_rstd, k->x1,
-                              fine_model_view(m, (float *)w, "%s.norm2.weight", bp),
-                              fine_model_view(m, (float *)w, "%s.norm2.bias", bp), B * L, C);
-        be->linear_forward(cx, k->fc1, k->ln2, fine_model_view(m, (float *)w, "%s.mlp.fc1.weight", bp),
-                           fine_model_view(m, (float *)w, "%s.mlp.fc1.bias", bp), B * L, C, hid);
-        be->gelu_forward(cx, k->act, k->fc1, B * L * hid);
+        /* recomputed (pool 3): LN2's output and fc1, the GELU output */
+        if (n->recompute >= FINE_RECOMPUTE_MLP) {
+            be->layernorm_forward(cx, k->ln2, k->ln2_mean, k->ln2_rstd, k->x1,
+                                  fine_model_view(m, (float *)w, "%s.norm2.weight", bp),
+                                  fine_model_view(m, (float *)w, "%s.norm2.bias", bp), B * L, C);
+            be->linear_forward(cx, k->fc1, k->ln2, fine_model_view(m, (float *)w, "%s.mlp.fc1.weight", bp),
+                               fine_model_view(m, (float *)w, "%s.mlp.fc1.bias", bp), B * L, C, hid);
+        }
+        if (n->recompute >= FINE_RECOMPUTE_GELU)
+            be->gelu_forward(cx, k->act, k->fc1, B * L * hid);
+        /* fc1's gradient overwrites act, dead once fc2's backward has read it */
         mlp_backward(be, w, dln2, tmp, k->ln2, k->fc1, k->act, m, grad, bp, B * L, C, hid, dbig, k->act);
         be->layernorm_backward(cx, dx1, fine_model_view(m, grad, "%s.norm2.weight", bp),
                                 fine_model_view(m, grad, "%s.norm2.bias", bp), dln2, k->x1,
@@ -1014,13 +1059,16 @@ static void layer_backward(fine_net *n, const fine_model *m, layer_acts *la, flo
          * windows in dao's buffer, both free until below), qkv, the attention probabilities
          * and output */
         fine_attn_shape as = {Bw, T, C, (int)h, 1, shift ? nW : 0};
-        be->layernorm_forward(cx, tmp, k->ln1_mean, k->ln1_rstd, xin, fine_model_view(m, (float *)w, "%s.norm1.weight", bp),
-                              fine_model_view(m, (float *)w, "%s.norm1.bias", bp), B * L, C);
-        be->window_partition(cx, dao, tmp, B, s->res[0], s->res[1], s->res[2], C, s->ws, shift);
-        pack_sequences(be, k->seq, j == 0 ? la->gt0 : la->blk[j - 1].gnext, dao, Bw, N, C);
-        be->linear_forward(cx, k->qkv, k->seq, fine_model_view(m, (float *)w, "%s.attn.qkv.weight", bp),
-                           fine_model_view(m, (float *)w, "%s.attn.qkv.bias", bp), Bw * T, C, 3 * C);
-        be->attention_forward(cx, &as, k->ao, k->att, k->qkv, k->bias, shift ? la->mask : NULL, NULL);
+        if (n->recompute >= FINE_RECOMPUTE_ALL) {
+            be->layernorm_forward(cx, tmp, k->ln1_mean, k->ln1_rstd, xin,
+                                  fine_model_view(m, (float *)w, "%s.norm1.weight", bp),
+                                  fine_model_view(m, (float *)w, "%s.norm1.bias", bp), B * L, C);
+            be->window_partition(cx, dao, tmp, B, s->res[0], s->res[1], s->res[2], C, s->ws, shift);
+            pack_sequences(be, k->seq, j == 0 ? la->gt0 : la->blk[j - 1].gnext, dao, Bw, N, C);
+            be->linear_forward(cx, k->qkv, k->seq, fine_model_view(m, (float *)w, "%s.attn.qkv.weight", bp),
+                               fine_model_view(m, (float *)w, "%s.attn.qkv.bias", bp), Bw * T, C, 3 * C);
+            be->attention_forward(cx, &as, k->ao, k->att, k->qkv, k->bias, shift ? la->mask : NULL, NULL);
+        }
         /* x1 = x + DP1(reverse(po[:, 1:])) */
         be->accumulate(cx, dx, dx1, B * L * C); /* residual */
         be->copy(cx, tmp, dx1, (size_t)(B * L * C) * sizeof(float));

@@ -27,7 +27,22 @@ fine_net *fine_net_plan(const fine_model *m, int B, fine_err *e);
 /* The same on backend be (backend.h). On a device backend the net also holds the parameters
  * (send them with fine_net_load_params before the first forward), the input and the index
  * buffers; pointers it hands out (logits, parameters) are device memory. */
-fine_net *fine_net_plan_on(const fine_backend *be, const fine_model *m, int B, fine_err *e);
+fine_net *fine_net_plan_on(const fine_backend *be, const fine_model *m, int B, fine_err *e); /* default level */
+/* What a training net recomputes in the backward instead of keeping from the forward (per
+ * block, fine_net.c): nothing; the GELU output; the MLP's LN2 output, fc1 and GELU output;
+ * those and the attention's sequences, qkv, probabilities and output. Each level trades
+ * memory for arithmetic; the gradients are the same at every level, bit for bit. */
+enum { FINE_RECOMPUTE_NONE = 0, FINE_RECOMPUTE_GELU = 1, FINE_RECOMPUTE_MLP = 2, FINE_RECOMPUTE_ALL = 3 };
+/* The default level on a backend: all on a GPU (device memory is the limit; the figures are in
+ * the README), none on the CPU (host memory rarely is; all costs the tiny preset about 10%). */
+int fine_recompute_default(const fine_backend *be);
+/* "none", "gelu", "mlp", "all"; parse returns -1 for another name. */
+const char *fine_recompute_name(int level);
+int fine_recompute_parse(const char *name);
+/* fine_net_plan_on at a recompute level. */
+fine_net *fine_net_plan_train_on(const fine_backend *be, const fine_model *m, int B, int recompute, fine_err *e);
+/* Bytes a training net at that level would allocate (recompute -1: an evaluation net). */
+size_t fine_net_plan_train_bytes_on(const fine_backend *be, const fine_model *m, int B, int recompute);
 /* An evaluation-only net: the same forward and logits with far less memory (block activations
  * are reused from block to block); fine_net_backward must not be called on it. */
 fine_net *fine_net_plan_eval_on(const fine_backend *be, const fine_model *m, int B, fine_err *e);
@@ -45,6 +60,8 @@ int fine_net_logits_host(fine_net *n, int head, float *dst, fine_err *e);
 void fine_net_free(fine_net *n);
 /* Bytes fine_net_plan would allocate for batch B. */
 size_t fine_net_plan_bytes(const fine_model *m, int B);
+/* The recompute level n was planned at (evaluation nets: none). */
+int fine_net_recompute(const fine_net *n);
 /* Bytes of activations and scratch held by n. */
 size_t fine_net_bytes(const fine_net *n);
 

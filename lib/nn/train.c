@@ -42,11 +42,17 @@ double fine_poly_lr(double lr0, int epoch, int epochs)
 
 int fine_trainer_init_on(fine_trainer *t, const fine_backend *be, const fine_model *m, int B, fine_err *e)
 {
+    return fine_trainer_init_ex(t, be, m, B, fine_recompute_default(be), e);
+}
+
+int fine_trainer_init_ex(fine_trainer *t, const fine_backend *be, const fine_model *m, int B, int recompute,
+                         fine_err *e)
+{
     memset(t, 0, sizeof *t);
     t->B = B;
     t->be = be;
     t->val_ema = t->val_best = NAN;
-    t->net = fine_net_plan_on(be, m, B, e);
+    t->net = fine_net_plan_train_on(be, m, B, recompute, e);
     if (!t->net)
         return -1;
     int64_t n0 = fine_net_logits_numel(t->net, 0), n1 = fine_net_logits_numel(t->net, 1);
@@ -86,6 +92,12 @@ int fine_trainer_set_optimizer(fine_trainer *t, const fine_model *m, int opt, fi
     if (be->is_device)
         memset(t->moment2_host, 0, bytes);
     return 0;
+}
+
+void fine_trainer_set_loss_scaling(fine_trainer *t, int on)
+{
+    t->loss_scale = on ? FINE_SCALE_INIT : 0.0;
+    t->scale_good = 0;
 }
 
 void fine_trainer_free(fine_trainer *t)
@@ -227,19 +239,37 @@ double fine_train_step(fine_trainer *t, fine_model *m, const fine_train_opts *o,
     be->zero(cx, t->dlog0, (size_t)(B * K * L0) * sizeof(float));
     be->zero(cx, t->dlog1, (size_t)(B * K * L1) * sizeof(float));
     float w0 = (float)c->ds_weights[0], w1 = (float)c->ds_weights[1];
+    double S = t->loss_scale > 0 ? t->loss_scale : 1.0; /* the gradients' scale (fp16) */
+    float g0 = (float)(w0 * S), g1 = (float)(w1 * S);
     double loss = 0;
-    loss += w0 * be->softmax_ce(cx, t->probs, t->dlog0, l0, y, B, K, L0, w0);
-    loss += w0 * be->soft_dice(cx, t->dlog0, t->probs, y, B, K, L0, w0);
-    loss += w1 * be->softmax_ce(cx, t->probs, t->dlog1, l1, t->target1, B, K, L1, w1);
-    loss += w1 * be->soft_dice(cx, t->dlog1, t->probs, t->target1, B, K, L1, w1);
+    loss += w0 * be->softmax_ce(cx, t->probs, t->dlog0, l0, y, B, K, L0, g0);
+    loss += w0 * be->soft_dice(cx, t->dlog0, t->probs, y, B, K, L0, g0);
+    loss += w1 * be->softmax_ce(cx, t->probs, t->dlog1, l1, t->target1, B, K, L1, g1);
+    loss += w1 * be->soft_dice(cx, t->dlog1, t->probs, t->target1, B, K, L1, g1);
     be->dice_count(cx, &t->train, l0, y, B, K, L0);
     be->zero(cx, t->grad, m->nfloats * sizeof(float));
     fine_net_backward(t->net, m, t->grad, t->dlog0, t->dlog1, NULL);
     /* global L2 clipping, then SGD with Nesterov momentum and L2 weight decay as PyTorch:
      * d = g + wd p; buf = mu buf + d; p -= lr (d + mu buf); or AdamW (backend.h) */
     double norm = sqrt(be->sumsq(cx, t->grad, m->nfloats));
+    if (t->loss_scale > 0) {
+        if (!isfinite(norm)) { /* overflow somewhere in the scaled backward: skip this step */
+            t->loss_scale = t->loss_scale > 1.0 ? t->loss_scale / 2 : 1.0;
+            t->scale_good = 0;
+            t->skipped++;
+            t->iteration++;
+            *grad_norm = NAN;
+            return loss;
+        }
+        if (++t->scale_good >= FINE_SCALE_GROWTH) {
+            t->loss_scale *= 2;
+            t->scale_good = 0;
+        }
+        norm /= S;
+    }
     *grad_norm = norm;
-    float scale = norm > o->clip ? (float)(o->clip / (norm + 1e-6)) : 1.0f;
+    /* clipping, and the loss scale undone, in the optimizer's gradient factor */
+    float scale = (float)((norm > o->clip ? o->clip / (norm + 1e-6) : 1.0) / S);
     float *p = fine_net_params(t->net, m);
     if (o->optimizer == FINE_OPT_ADAMW) {
         double n = (double)(t->iteration + 1); /* PyTorch's step count, from 1 */
@@ -273,6 +303,10 @@ int fine_trainer_write_state(fine_writer *w, const fine_trainer *t, const fine_m
     fine_map_i64(r, "seed", (int64_t)o->seed);
     fine_map_f64(r, "val_ema", t->val_ema);
     fine_map_f64(r, "val_best", t->val_best);
+    if (t->loss_scale > 0) {
+        fine_map_f64(r, "loss_scale", t->loss_scale);
+        fine_map_i64(r, "scale_good", t->scale_good);
+    }
     fine_tensor mom = {.dtype = FINE_F32, .ndim = 1, .shape = {(int64_t)m->nfloats}, .data = t->momentum_host};
     fine_map_tensor(r, "momentum", &mom);
     fine_tensor m2 = {.dtype = FINE_F32, .ndim = 1, .shape = {(int64_t)m->nfloats}, .data = t->moment2_host};
@@ -328,6 +362,17 @@ int fine_trainer_read_state(const fine_record *r, fine_trainer *t, const fine_mo
         return -1;
     t->val_ema = ema;
     t->val_best = best;
+    /* a run that scaled its loss goes on with its scale where this one scales too */
+    if (t->loss_scale > 0 && fine_record_get(r, "loss_scale")) {
+        double ls;
+        int64_t good;
+        if (fine_record_f64(r, "loss_scale", &ls, e) < 0 || fine_record_i64(r, "scale_good", &good, e) < 0)
+            return -1;
+        if (!(ls >= 1.0 && ls <= 1e38) || good < 0)
+            return fine_err_set(e, "train_state: loss_scale %g or scale_good %lld out of range", ls, (long long)good);
+        t->loss_scale = ls;
+        t->scale_good = good;
+    }
     t->iteration = it;
     o->epochs = (int)epochs;
     o->iters_per_epoch = (int)ipe;

@@ -68,15 +68,31 @@ typedef struct fine_trainer {
     int64_t iteration;       /* completed iterations */
     fine_dice_counts train;  /* argmax of head 0 on the training batches since the last reset */
     double val_ema, val_best; /* moving average (alpha 0.9) of the validation Dice and its best; NaN before */
+    /* Dynamic loss scaling (fp16 training; fine_trainer_set_loss_scaling): the loss's gradient
+     * is multiplied by loss_scale (0: off) and the parameter gradients divided by it before
+     * clipping; a step whose gradient is not finite changes no parameter and halves the
+     * scale, FINE_SCALE_GROWTH finite steps in a row double it (PyTorch's GradScaler). */
+    double loss_scale;
+    int64_t scale_good;      /* finite steps since the scale last changed */
+    int64_t skipped;         /* steps skipped for a non-finite gradient */
 } fine_trainer;
+
+#define FINE_SCALE_INIT 65536.0 /* 2^16, GradScaler's initial scale */
+#define FINE_SCALE_GROWTH 2000
 
 /* Plans the network and the optimizer buffers for batch B on the CPU, or on backend be. */
 int fine_trainer_init(fine_trainer *t, const fine_model *m, int B, fine_err *e);
 int fine_trainer_init_on(fine_trainer *t, const fine_backend *be, const fine_model *m, int B, fine_err *e);
+/* The same with the net's recompute level (fine_net.h fine_recompute; init_on: the default). */
+int fine_trainer_init_ex(fine_trainer *t, const fine_backend *be, const fine_model *m, int B, int recompute,
+                         fine_err *e);
 void fine_trainer_free(fine_trainer *t);
 /* Allocates the buffers optimizer opt needs beyond the momentum (AdamW: the second moment,
  * zeroed); call after init and before push or read_state. 0 or -1 (out of memory). */
 int fine_trainer_set_optimizer(fine_trainer *t, const fine_model *m, int opt, fine_err *e);
+/* Turns dynamic loss scaling on (scale FINE_SCALE_INIT) or off. Scaling by powers of two is
+ * exact in fp32, so on fp32 data it changes no update unless a gradient overflows. */
+void fine_trainer_set_loss_scaling(fine_trainer *t, int on);
 /* Device backends keep parameters and momentum on the device: push sends m->w and the host
  * momentum there (after init or a resume), pull brings them back (before a checkpoint is
  * written). No-ops on the CPU. 0 or -1. */
@@ -87,8 +103,9 @@ int fine_trainer_check(fine_trainer *t, fine_err *e);
 
 /* One iteration on x (B, C, crop) and labels (B, crop): forward in training mode, loss, backward,
  * clipping, the optimizer of o at learning rate lr. Returns the loss (weighted sum over the two
- * heads) and sets *grad_norm to the norm before clipping. AdamW needs fine_trainer_set_optimizer
- * first: without it nothing is updated and the result is NaN. */
+ * heads) and sets *grad_norm to the norm before clipping (NaN for a step loss scaling skipped).
+ * AdamW needs fine_trainer_set_optimizer first: without it nothing is updated and the result is
+ * NaN. */
 double fine_train_step(fine_trainer *t, fine_model *m, const fine_train_opts *o, const float *x,
                        const uint8_t *labels, const int64_t *pos, double lr, double *grad_norm);
 

@@ -27,7 +27,6 @@
 #include "nn/ops.h"
 #include "nn/train.h"
 
-#define TOL 1e-4
 #define SEED 0x5eed2024f1e5ull
 
 typedef struct harness {
@@ -35,6 +34,7 @@ typedef struct harness {
     const fine_backend *gpu; /* the backend under test */
     uint64_t rng;
     int n, failed;
+    double tol;   /* float outputs: the precision's tolerance (main) */
     double worst; /* largest float error seen, and its check (0: none yet) */
     int worst_n;
 } harness;
@@ -222,7 +222,7 @@ static void note_worst(harness *h, double rel)
     }
 }
 
-/* One check: b's two copies within TOL. */
+/* One check: b's two copies within h->tol. */
 static void check_f(harness *h, const fbuf *b, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void check_f(harness *h, const fbuf *b, const char *fmt, ...)
 {
@@ -243,7 +243,7 @@ static void check_f(harness *h, const fbuf *b, const char *fmt, ...)
         tap_line(h, 0, label, "failed: %s", msg);
         return;
     }
-    tap_line(h, rel <= TOL, label, "rel %.1e", rel);
+    tap_line(h, rel <= h->tol, label, "rel %.1e", rel);
     note_worst(h, rel);
 }
 
@@ -297,7 +297,7 @@ static void check_scalar(harness *h, double ref, double got, const char *fmt, ..
         rel = INFINITY;
     else
         rel = fabs(got - ref) / (fabs(ref) > 1e-6 ? fabs(ref) : 1e-6);
-    tap_line(h, rel <= TOL, label, "cpu %.9g gpu %.9g rel %.1e", ref, got, rel);
+    tap_line(h, rel <= h->tol, label, "cpu %.9g gpu %.9g rel %.1e", ref, got, rel);
     note_worst(h, rel);
 }
 
@@ -1030,18 +1030,22 @@ static void check_adamw(harness *h, size_t n)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: parity [--self | DEVICE]\n"
-               "  DEVICE   the backend to check against the CPU backend (default cuda; cuda:N)\n"
-               "  --self   the CPU backend against itself (tests the harness; every error is 0)\n");
+    fprintf(f, "usage: parity [--precision P] [--self | DEVICE]\n"
+               "  DEVICE          the backend to check against the CPU backend (default cuda; cuda:N)\n"
+               "  --self          the CPU backend against itself (tests the harness; every error is 0)\n"
+               "  --precision P   the device's precision (default fp32): float outputs within 1e-4 at\n"
+               "                  fp32, 5e-3 at tf32 and fp16 (10-bit mantissas), 3e-2 at bf16 (7-bit)\n");
 }
 
 int main(int argc, char **argv)
 {
-    const char *name = "cuda";
+    const char *name = "cuda", *precision = "fp32";
     int self = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--self") == 0) {
             self = 1;
+        } else if (strcmp(argv[i], "--precision") == 0 && i + 1 < argc) {
+            precision = argv[++i];
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
             return 0;
@@ -1056,6 +1060,16 @@ int main(int argc, char **argv)
     harness h;
     memset(&h, 0, sizeof h);
     h.rng = SEED;
+    if (strcmp(precision, "fp32") == 0)
+        h.tol = 1e-4;
+    else if (strcmp(precision, "tf32") == 0 || strcmp(precision, "fp16") == 0)
+        h.tol = 5e-3;
+    else if (strcmp(precision, "bf16") == 0)
+        h.tol = 3e-2;
+    else {
+        usage(stderr);
+        return 2;
+    }
     h.cpu = fine_backend_cpu();
     fine_backend *opened = NULL;
     if (self) {
@@ -1069,10 +1083,15 @@ int main(int argc, char **argv)
             return 2;
         }
         h.gpu = opened;
+        if (opened->set_precision(opened->ctx, precision, &e) < 0) {
+            fprintf(stderr, "parity: %s\n", e.msg);
+            fine_backend_close(opened);
+            return 2;
+        }
     }
-    printf("# parity: %s against %s; float outputs pass with max|%s - cpu| / max|cpu| <= %.0e, "
+    printf("# parity: %s at precision %s against %s; float outputs pass with max|%s - cpu| / max|cpu| <= %.0e, "
            "integer outputs must be exact\n",
-           h.gpu->name, h.cpu->name, h.gpu->name, TOL);
+           h.gpu->name, precision, h.cpu->name, h.gpu->name, h.tol);
 
     check_rows(&h);
     check_memtok(&h);
@@ -1132,7 +1151,7 @@ int main(int argc, char **argv)
 
     printf("1..%d\n", h.n);
     if (h.worst_n)
-        printf("# largest float error %.1e (check %d); tolerance %.0e\n", h.worst, h.worst_n, TOL);
+        printf("# largest float error %.1e (check %d); tolerance %.0e\n", h.worst, h.worst_n, h.tol);
     printf("parity: %d passed, %d failed\n", h.n - h.failed, h.failed);
     fine_backend_close(opened);
     return h.failed ? 1 : 0;

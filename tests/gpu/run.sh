@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # tests/gpu/run.sh: the GPU checks of the CUDA backend in one go, under 8 minutes on an H100 or
 # H200. Builds (make, where the build dependencies are installed), then:
-#   1. parity    every CUDA backend function against the CPU one (tests/gpu/parity.c)
+#   1. parity    every CUDA backend function against the CPU one (tests/gpu/parity.c), at fp32
+#                and at bf16
 #   2. model     the tiny model on both devices: logits, loss, one SGD step, 30 steps, and
-#                GPU-trained parameters on the CPU (tests/gpu/model.c)
-#   3. tools     fine-train --device cuda on a patch stream, then fine-infer on cuda and cpu
-#   4. bench     bench/gpu (bcv, batch 2, fp32 and tf32) and the PyTorch peer on the same GPU
+#                GPU-trained parameters on the CPU (tests/gpu/model.c), at fp32, tf32, bf16, fp16
+#   3. tools     fine-train --device cuda on a patch stream (the default precision, and fp16 with
+#                loss scaling), then fine-infer on cuda and cpu
+#   4. bench     bench/gpu (bcv, batch 2, fp32, tf32, bf16 at each recompute level) and the
+#                PyTorch peer on the same GPU
 #                (bench/gpu_torch.sh: fp32, TF32, bf16 autocast), with the ratios
 # Everything printed also goes to $OUT/gpu-report.txt (OUT defaults to build/).
 #
@@ -13,8 +16,9 @@
 #                            fine-infer (skips the build; for machines without the -dev packages)
 #              FINE_GPU_LIB  extra library folder for those binaries (LD_LIBRARY_PATH)
 #              FINE_GPU_PATCHES  the patch stream of step 3 (default: made with fine-synth etc.)
-#              FINE_GPU_PEAK, FINE_GPU_PEAK_TF32  the GPU's fp32 and dense TF32 TFLOP/s for the
-#                            fraction of peak (defaults 67 and 495, the H100/H200 SXM datasheet)
+#              FINE_GPU_PEAK, FINE_GPU_PEAK_TF32, FINE_GPU_PEAK_BF16  the GPU's fp32, dense TF32
+#                            and dense bf16 TFLOP/s for the fraction of peak (defaults 67, 495
+#                            and 989, the H100/H200 SXM datasheet)
 set -u
 cd "$(dirname "$0")/../.."
 out=${OUT:-build}
@@ -59,8 +63,11 @@ step() {
 
 say "# $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1)"
 step parity 60 ours "$bin/parity" cuda
+step "parity bf16" 60 ours "$bin/parity" --precision bf16 cuda
 step model 45 ours "$bin/model" cuda tiny
 step "model tf32" 45 ours "$bin/model" cuda tiny tf32
+step "model bf16" 45 ours "$bin/model" cuda tiny bf16
+step "model fp16" 45 ours "$bin/model" cuda tiny fp16
 
 tmp=$(mktemp -d)
 patches=${FINE_GPU_PATCHES:-}
@@ -75,6 +82,9 @@ tools() {
     ours "$bin/fine-train" --preset tiny --device cuda --batch 2 --epochs 2 --iters-per-epoch 2 --save-every 1 \
         -o "$tmp/run" "$patches" || return 1
     ls -l "$tmp/run"
+    ours "$bin/fine-train" --preset tiny --device cuda --precision fp16 --batch 2 --epochs 2 --iters-per-epoch 5 \
+        --log "$tmp/fp16.jsonl" -o "$tmp/run16" "$patches" || return 1
+    cat "$tmp/fp16.jsonl"
     for d in cuda cpu; do
         local t0=$(date +%s%N)
         ours "$bin/fine-infer" --model "$tmp/run/final.fst" --device $d --batch 2 --dtype f32 "$patches" \
@@ -84,10 +94,13 @@ tools() {
 }
 export bin libs tmp patches
 export -f ours tools
-step tools 30 tools
+step tools 60 tools
 
 step "bench fine" 60 ours "$bin/gpu" cuda bcv 2 8 8 "${FINE_GPU_PEAK:-67}" fp32
 step "bench fine tf32" 60 ours "$bin/gpu" cuda bcv 2 8 8 "${FINE_GPU_PEAK_TF32:-495}" tf32
+for level in none gelu mlp all; do # what recomputation costs and saves, at bf16
+    step "bench fine bf16 recompute $level" 60 ours "$bin/gpu" cuda bcv 2 8 8 "${FINE_GPU_PEAK_BF16:-989}" bf16 $level
+done
 step "bench pytorch" 100 bench/gpu_torch.sh
 rm -rf "$tmp"
 

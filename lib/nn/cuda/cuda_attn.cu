@@ -89,12 +89,9 @@ extern "C" void fine_cu_linear_forward(void *ctx, float *out, const float *in, c
     /* out^T (out, rn) = w (out, in) in^T (in, rn): w read column-major is w^T, hence OP_T */
     for (int64_t r0 = 0; r0 < N; r0 += BLAS_ROWS) {
         int64_t rn = N - r0 < BLAS_ROWS ? N - r0 : BLAS_ROWS;
-        if (!fine_cublas_ok(c,
-                            cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_features, (int)rn,
-                                        (int)in_features, &one, w, (int)in_features,
-                                        in + r0 * in_features, (int)in_features, &zero,
-                                        out + r0 * out_features, (int)out_features),
-                            "fine_cu_linear_forward"))
+        if (!fine_cu_gemm(c, CUBLAS_OP_T, CUBLAS_OP_N, out_features, rn, in_features, one, w, in_features,
+                          in + r0 * in_features, in_features, zero, out + r0 * out_features, out_features,
+                          "fine_cu_linear_forward"))
             return;
     }
     if (b) {
@@ -117,21 +114,14 @@ extern "C" void fine_cu_linear_backward(void *ctx, float *din, float *dw, float 
         const float *g = dout + r0 * out_features;
         /* din (rn, in) += dout (rn, out) w (out, in); column-major: din^T = w^T dout^T */
         if (din && in_features > 0 &&
-            !fine_cublas_ok(c,
-                            cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)in_features, (int)rn,
-                                        (int)out_features, &one, w, (int)in_features, g,
-                                        (int)out_features, &one, din + r0 * in_features,
-                                        (int)in_features),
-                            "fine_cu_linear_backward"))
+            !fine_cu_gemm(c, CUBLAS_OP_N, CUBLAS_OP_N, in_features, rn, out_features, one, w, in_features, g,
+                          out_features, one, din + r0 * in_features, in_features, "fine_cu_linear_backward"))
             return;
         /* dw (out, in) += dout^T (out, rn) in (rn, in); column-major: dw^T = in^T dout */
         if (dw && in_features > 0 &&
-            !fine_cublas_ok(c,
-                            cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, (int)in_features,
-                                        (int)out_features, (int)rn, &one, in + r0 * in_features,
-                                        (int)in_features, g, (int)out_features, &one, dw,
-                                        (int)in_features),
-                            "fine_cu_linear_backward"))
+            !fine_cu_gemm(c, CUBLAS_OP_N, CUBLAS_OP_T, in_features, out_features, rn, one,
+                          in + r0 * in_features, in_features, g, out_features, one, dw, in_features,
+                          "fine_cu_linear_backward"))
             return;
     }
     if (db) {
@@ -286,12 +276,8 @@ static int gemm_seqs(fine_cuda_ctx *c, cublasOperation_t ta, cublasOperation_t t
                      const float *b, int64_t ldb, int64_t sb, float beta, float *cm, int64_t ldc,
                      int64_t sc, int64_t batch, const char *where)
 {
-    return fine_cublas_ok(c,
-                          cublasSgemmStridedBatched(c->blas, ta, tb, (int)m, (int)n, (int)k, &alpha,
-                                                    a, (int)lda, (long long)sa, b, (int)ldb,
-                                                    (long long)sb, &beta, cm, (int)ldc,
-                                                    (long long)sc, (int)batch),
-                          where);
+    return fine_cu_gemm_batched(c, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, cm, ldc, sc, batch,
+                                where);
 }
 
 extern "C" void fine_cu_attention_forward(void *ctx, const fine_attn_shape *s, float *out,

@@ -156,22 +156,67 @@ static int cu_sync(void *ctx, fine_err *e)
     return -1;
 }
 
+int fine_cu_gemm(fine_cuda_ctx *c, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k,
+                 float alpha, const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *cm,
+                 int64_t ldc, const char *where)
+{
+    return fine_cublas_ok(c,
+                          cublasGemmEx_64(c->blas, ta, tb, m, n, k, &alpha, a, CUDA_R_32F, lda, b, CUDA_R_32F,
+                                          ldb, &beta, cm, CUDA_R_32F, ldc, c->gemm_compute, CUBLAS_GEMM_DEFAULT),
+                          where);
+}
+
+int fine_cu_gemm_batched(fine_cuda_ctx *c, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n,
+                         int64_t k, float alpha, const float *a, int64_t lda, int64_t sa, const float *b,
+                         int64_t ldb, int64_t sb, float beta, float *cm, int64_t ldc, int64_t sc,
+                         int64_t batch, const char *where)
+{
+    return fine_cublas_ok(c,
+                          cublasGemmStridedBatchedEx_64(c->blas, ta, tb, m, n, k, &alpha, a, CUDA_R_32F, lda,
+                                                        (long long)sa, b, CUDA_R_32F, ldb, (long long)sb,
+                                                        &beta, cm, CUDA_R_32F, ldc, (long long)sc, batch,
+                                                        c->gemm_compute, CUBLAS_GEMM_DEFAULT),
+                          where);
+}
+
+/* fp32: exact fp32 products everywhere. tf32: TF32 tensor cores for the products and the
+ * convolutions. bf16 and fp16: the matrix products (linear layers, attention, transposed
+ * convolutions) round their fp32 inputs to bf16 / fp16 inside cuBLAS and sum in fp32; the
+ * convolutions run on TF32 tensor cores (cuDNN has no such rounding mode for fp32 data);
+ * activations, parameters and optimizer state stay fp32. auto: bf16 where the GPU has bf16
+ * tensor cores (compute capability 8.0 and later), fp32 otherwise. */
 static int cu_set_precision(void *ctx, const char *name, fine_err *e)
 {
     fine_cuda_ctx *c = (fine_cuda_ctx *)ctx;
-    int tf32;
+    if (strcmp(name, "auto") == 0)
+        name = c->major >= 8 ? "bf16" : "fp32";
+    cublasComputeType_t compute;
     if (strcmp(name, "fp32") == 0)
-        tf32 = 0;
+        compute = CUBLAS_COMPUTE_32F;
     else if (strcmp(name, "tf32") == 0)
-        tf32 = 1;
+        compute = CUBLAS_COMPUTE_32F_FAST_TF32;
+    else if (strcmp(name, "bf16") == 0)
+        compute = CUBLAS_COMPUTE_32F_FAST_16BF;
+    else if (strcmp(name, "fp16") == 0)
+        compute = CUBLAS_COMPUTE_32F_FAST_16F;
     else
-        return fine_err_set(e, "cuda:%d: precision '%s' is not available (fp32 and tf32 are; bf16 and fp16 "
-                               "mixed precision are not written yet)", c->device, name);
+        return fine_err_set(e, "cuda:%d: unknown precision '%s' (fp32, tf32, bf16, fp16 or auto)", c->device, name);
+    if (compute != CUBLAS_COMPUTE_32F && c->major < 8)
+        return fine_err_set(e, "cuda:%d: precision %s needs tensor cores of compute capability 8.0 or later "
+                               "(this GPU has %d.%d)", c->device, name, c->major, c->minor);
+    int tf32 = compute != CUBLAS_COMPUTE_32F;
     if (cublasSetMathMode(c->blas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH) != CUBLAS_STATUS_SUCCESS)
         return fine_err_set(e, "cuda:%d: cuBLAS refused the math mode of precision %s", c->device, name);
     c->tf32 = tf32;
+    c->gemm_compute = compute;
+    snprintf(c->precision, sizeof c->precision, "%s", name);
     c->conv.n = 0; /* algorithms were chosen for the other math */
     return 0;
+}
+
+static const char *cu_precision(void *ctx)
+{
+    return ((fine_cuda_ctx *)ctx)->precision;
 }
 
 static size_t cu_peak(void *ctx)
@@ -194,6 +239,7 @@ static void fill_table(fine_backend *b)
     b->copy = fine_cu_copy;
     b->sync = cu_sync;
     b->set_precision = cu_set_precision;
+    b->precision = cu_precision;
     b->peak_bytes = cu_peak;
     b->copy_rows = fine_cu_copy_rows;
     b->axpy_rows = fine_cu_axpy_rows;
@@ -319,6 +365,9 @@ extern "C" fine_backend *fine_cuda_backend_open(int device, fine_err *e)
         fine_cuda_backend_close(&cb->be);
         return NULL;
     }
+    c->major = prop.major, c->minor = prop.minor;
+    c->gemm_compute = CUBLAS_COMPUTE_32F;
+    snprintf(c->precision, sizeof c->precision, "fp32");
     snprintf(cb->name, sizeof cb->name, "cuda:%d (%s)", device, prop.name);
     cb->be.name = cb->name;
     cb->be.ctx = c;

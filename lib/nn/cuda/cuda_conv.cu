@@ -491,9 +491,8 @@ void fine_cu_convT3d_forward(void *ctx, const fine_convT3d_shape *s, float *out,
     } else {
         /* Y (M, N) = X (M, Cin) @ Wm (Cin, N)  <=>  Y^T = Wm^T @ X^T (column-major) */
         const float one = 1.0f, zero = 0.0f;
-        if (!fine_cublas_ok(c, cublasSgemm_64(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, g.N, M, s->Cin, &one, w, g.N,
-                                              in, s->Cin, &zero, scratch, g.N),
-                            where))
+        if (!fine_cu_gemm(c, CUBLAS_OP_N, CUBLAS_OP_N, g.N, M, s->Cin, one, w, g.N, in, s->Cin, zero, scratch,
+                          g.N, where))
             return;
     }
     convT_scatter_kernel<<<fine_cuda_blocks(n, CONV_THREADS), CONV_THREADS, 0, c->stream>>>(out, scratch, b, g,
@@ -520,13 +519,11 @@ void fine_cu_convT3d_backward(void *ctx, const fine_convT3d_shape *s, float *din
         return;
     const float one = 1.0f;
     /* dw (Cin, N) += X^T @ dY  <=>  dw^T (N, Cin) += dY^T (N, M) @ X (M, Cin): X^T stored, so op T */
-    if (dw && !fine_cublas_ok(c, cublasSgemm_64(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, g.N, s->Cin, M, &one, scratch,
-                                                g.N, in, s->Cin, &one, dw, g.N),
-                              where))
+    if (dw && !fine_cu_gemm(c, CUBLAS_OP_N, CUBLAS_OP_T, g.N, s->Cin, M, one, scratch, g.N, in, s->Cin, one, dw,
+                            g.N, where))
         return;
     /* din (M, Cin) += dY @ Wm^T  <=>  din^T (Cin, M) += Wm (Cin, N) @ dY^T (N, M): Wm^T stored, op T */
     if (din)
-        fine_cublas_ok(c, cublasSgemm_64(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, s->Cin, M, g.N, &one, w, g.N, scratch,
-                                         g.N, &one, din, s->Cin),
-                       where);
+        fine_cu_gemm(c, CUBLAS_OP_T, CUBLAS_OP_N, s->Cin, M, g.N, one, w, g.N, scratch, g.N, one, din, s->Cin,
+                     where);
 }

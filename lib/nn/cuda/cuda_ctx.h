@@ -24,11 +24,14 @@ extern "C" {
 
 typedef struct fine_cuda_ctx {
     int device;
+    int major, minor;         /* compute capability */
+    char precision[8];        /* what set_precision chose ("auto" resolved) */
     cudaStream_t stream;
     cublasHandle_t blas;
     cudnnHandle_t dnn;
     fine_conv_cache conv;     /* cuDNN algorithms per convolution shape */
-    int tf32;                 /* precision tf32: tensor-core GEMMs and convolutions on fp32 data */
+    int tf32;                 /* TF32 tensor cores in the convolutions (every precision but fp32) */
+    cublasComputeType_t gemm_compute; /* the matrix products' arithmetic (fine_cu_gemm) */
     void *red;                /* FINE_CUDA_RED_BYTES of device memory */
     void *red_host;           /* FINE_CUDA_RED_BYTES of pinned host memory */
     size_t live_bytes, peak_bytes; /* of alloc()ed memory, tracked in the table below */
@@ -45,6 +48,18 @@ void fine_cuda_fail(fine_cuda_ctx *c, const char *where, const char *what);
 int fine_cuda_ok(fine_cuda_ctx *c, cudaError_t r, const char *where);
 int fine_cublas_ok(fine_cuda_ctx *c, cublasStatus_t r, const char *where);
 int fine_cudnn_ok(fine_cuda_ctx *c, cudnnStatus_t r, const char *where);
+
+/* C = alpha op(A) op(B) + beta C on fp32 matrices (column-major, as cuBLAS), products in the
+ * context's precision: fp32, TF32, or bf16 / fp16 (inputs rounded to 16 bits inside cuBLAS),
+ * always summed in fp32. 1, or 0 with the failure recorded. */
+int fine_cu_gemm(fine_cuda_ctx *c, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k,
+                 float alpha, const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *cm,
+                 int64_t ldc, const char *where);
+/* The same for `batch` products, matrix i at a + i*sa, b + i*sb, cm + i*sc. */
+int fine_cu_gemm_batched(fine_cuda_ctx *c, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n,
+                         int64_t k, float alpha, const float *a, int64_t lda, int64_t sa, const float *b,
+                         int64_t ldb, int64_t sb, float beta, float *cm, int64_t ldc, int64_t sc,
+                         int64_t batch, const char *where);
 
 /* Grid size for n elements at `threads` per block, capped (kernels use grid-stride loops). */
 unsigned fine_cuda_blocks(int64_t n, int threads);
