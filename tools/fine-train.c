@@ -70,8 +70,8 @@ static void usage(void)
            "  --precision P        auto (default: bf16 on a GPU with bf16 tensor cores, else fp32),\n"
            "                       fp32, or on cuda tf32, bf16, fp16 (fp16 with dynamic loss scaling)\n"
            "  --recompute R        what the backward recomputes instead of keeping (memory for time,\n"
-           "                       the same gradients): none, gelu, mlp, all (default: all on\n"
-           "                       cuda, none on the CPU)\n"
+           "                       the same gradients): none, gelu, mlp, all, or auto (default:\n"
+           "                       gelu on cuda, none on the CPU, more while it does not fit)\n"
            "  -q, --quiet          no progress line and no epoch lines\n"
            "  --progress           a progress line even when stderr is not a terminal\n"
            "  -f, --force          accepted (checkpoints in DIR are always replaced)\n"
@@ -531,9 +531,9 @@ int main(int argc, char **argv)
             precision = optarg;
             break;
         case 'K':
-            recompute = fine_recompute_parse(optarg);
-            if (recompute < 0)
-                return fine_cli_usage(TOOL, "--recompute must be none, gelu, mlp or all, not '%s'", optarg);
+            recompute = strcmp(optarg, "auto") == 0 ? -1 : fine_recompute_parse(optarg);
+            if (recompute < 0 && strcmp(optarg, "auto") != 0)
+                return fine_cli_usage(TOOL, "--recompute must be auto, none, gelu, mlp or all, not '%s'", optarg);
             break;
         case 'E':
         case 'I':
@@ -642,7 +642,7 @@ int main(int argc, char **argv)
         fine_model_free(&m);
         goto fail_early;
     }
-    if (fine_trainer_init_ex(&t, be, &m, a.B, recompute < 0 ? fine_recompute_default(be) : recompute, &e) < 0) {
+    if (fine_trainer_init_ex(&t, be, &m, a.B, recompute, &e) < 0) {
         fine_model_free(&m);
         fine_backend_close(be);
         goto fail_early;

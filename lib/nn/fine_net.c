@@ -515,7 +515,7 @@ int fine_net_recompute(const fine_net *n)
 
 int fine_recompute_default(const fine_backend *be)
 {
-    return be->is_device ? FINE_RECOMPUTE_ALL : FINE_RECOMPUTE_NONE;
+    return be->is_device ? FINE_RECOMPUTE_GELU : FINE_RECOMPUTE_NONE;
 }
 
 const char *fine_recompute_name(int level)

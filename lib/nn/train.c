@@ -45,8 +45,23 @@ int fine_trainer_init_on(fine_trainer *t, const fine_backend *be, const fine_mod
     return fine_trainer_init_ex(t, be, m, B, fine_recompute_default(be), e);
 }
 
+static int init_level(fine_trainer *t, const fine_backend *be, const fine_model *m, int B, int recompute,
+                      fine_err *e);
+
 int fine_trainer_init_ex(fine_trainer *t, const fine_backend *be, const fine_model *m, int B, int recompute,
                          fine_err *e)
+{
+    if (recompute >= 0)
+        return init_level(t, be, m, B, recompute, e);
+    /* auto: the backend's default level, or more recomputation while the memory does not fit */
+    for (int level = fine_recompute_default(be);; level++) {
+        if (init_level(t, be, m, B, level, e) == 0 || level >= FINE_RECOMPUTE_ALL)
+            return t->net ? 0 : -1;
+    }
+}
+
+static int init_level(fine_trainer *t, const fine_backend *be, const fine_model *m, int B, int recompute,
+                      fine_err *e)
 {
     memset(t, 0, sizeof *t);
     t->B = B;

@@ -83,7 +83,9 @@ typedef struct fine_trainer {
 /* Plans the network and the optimizer buffers for batch B on the CPU, or on backend be. */
 int fine_trainer_init(fine_trainer *t, const fine_model *m, int B, fine_err *e);
 int fine_trainer_init_on(fine_trainer *t, const fine_backend *be, const fine_model *m, int B, fine_err *e);
-/* The same with the net's recompute level (fine_net.h fine_recompute; init_on: the default). */
+/* The same with the net's recompute level (fine_net.h; init_on: fine_recompute_default), or
+ * with recompute -1 (auto) the default level, and the next ones while the activations and the
+ * optimizer's buffers do not fit in the backend's memory. */
 int fine_trainer_init_ex(fine_trainer *t, const fine_backend *be, const fine_model *m, int B, int recompute,
                          fine_err *e);
 void fine_trainer_free(fine_trainer *t);

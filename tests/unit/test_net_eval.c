@@ -9,6 +9,7 @@
 #include "nn/backend.h"
 #include "nn/fine_model.h"
 #include "nn/fine_net.h"
+#include "nn/train.h"
 #include "rng.h"
 #include "tap.h"
 
@@ -119,12 +120,52 @@ static void levels(tap *t, const char *preset, int B)
     fine_model_free(&m);
 }
 
+/* A CPU backend whose alloc refuses more than alloc_limit bytes: a small GPU. */
+static size_t alloc_limit;
+static void *limited_alloc(void *ctx, size_t bytes)
+{
+    return bytes > alloc_limit ? NULL : fine_backend_cpu()->alloc(ctx, bytes);
+}
+
+/* fine_trainer_init_ex at recompute auto (-1) takes the first level whose memory fits. */
+static void auto_level(tap *t)
+{
+    fine_config c;
+    fine_model m;
+    fine_err e = {0};
+    fine_config_preset(&c, "tiny");
+    if (!tap_ok(t, fine_model_build(&m, &c, &e) == 0, "tiny: build (%s)", e.msg))
+        return;
+    fine_backend small = *fine_backend_cpu();
+    small.alloc = limited_alloc;
+    size_t none = fine_net_plan_train_bytes_on(&small, &m, 2, FINE_RECOMPUTE_NONE);
+    size_t mlp = fine_net_plan_train_bytes_on(&small, &m, 2, FINE_RECOMPUTE_MLP);
+    size_t gelu = fine_net_plan_train_bytes_on(&small, &m, 2, FINE_RECOMPUTE_GELU);
+    fine_trainer tr;
+    alloc_limit = (size_t)-1;
+    int ok = fine_trainer_init_ex(&tr, &small, &m, 2, -1, &e) == 0 && fine_net_recompute(tr.net) == FINE_RECOMPUTE_NONE;
+    fine_trainer_free(&tr);
+    tap_ok(t, ok, "recompute auto with memory for everything: none (%s)", e.msg);
+    alloc_limit = (mlp + gelu) / 2; /* room for mlp's activations, not gelu's */
+    e.msg[0] = 0;
+    ok = fine_trainer_init_ex(&tr, &small, &m, 2, -1, &e) == 0 && fine_net_recompute(tr.net) == FINE_RECOMPUTE_MLP;
+    fine_trainer_free(&tr);
+    tap_ok(t, ok, "recompute auto with %.1f MB at most per allocation: mlp (%.1f MB; none needs %.1f; the last "
+           "refusal: %s)", alloc_limit / 1e6, mlp / 1e6, none / 1e6, e.msg);
+    alloc_limit = 1000;
+    e.msg[0] = 0;
+    ok = fine_trainer_init_ex(&tr, &small, &m, 2, -1, &e) < 0 && e.msg[0];
+    tap_ok(t, ok, "recompute auto with no memory fails with a message (%s)", e.msg);
+    fine_model_free(&m);
+}
+
 int main(void)
 {
     tap t = {0};
     compare(&t, "tiny", 2);
     compare(&t, "small", 1);
     levels(&t, "tiny", 2);
+    auto_level(&t);
     /* the bcv plan's sizes only (no allocation) */
     fine_config c;
     fine_model m;
