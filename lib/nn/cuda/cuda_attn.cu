@@ -6,9 +6,11 @@
  * transpose (c x r) with leading dimension ld. Row-major C = A B is then column-major
  * C^T = B^T A^T, which is why the operands below appear swapped.
  *
- * Attention runs per head: one strided-batched GEMM over the Bs sequences per product (the
- * head's q, k, v are a d-column slice of each qkv row, so sequences are a fixed stride apart,
- * heads are not), and one warp per score row for the bias, masks and softmax. */
+ * Attention: one batched GEMM per product over every (sequence, head) pair (a head's q, k, v
+ * are a d-column slice of each qkv row, so sequences are a fixed stride apart and heads another:
+ * no single stride, hence cuBLAS's pointer-array batches, the pointers written by a kernel),
+ * rather than one call per head: the deep stages have up to 48 heads of small windows, where
+ * calls, not arithmetic, were the cost. One warp per score row for the bias, masks, softmax. */
 #include <math.h>
 
 #include "nn/cuda/cuda_ctx.h"
@@ -270,14 +272,63 @@ __global__ void attn_dbias_kernel(float *dbias, const float *ds, int64_t Bs, int
     }
 }
 
-/* C = alpha op(A) op(B) + beta C for each of the Bs sequences (column-major, as cuBLAS) */
-static int gemm_seqs(fine_cuda_ctx *c, cublasOperation_t ta, cublasOperation_t tb, int64_t m,
-                     int64_t n, int64_t k, float alpha, const float *a, int64_t lda, int64_t sa,
-                     const float *b, int64_t ldb, int64_t sb, float beta, float *cm, int64_t ldc,
-                     int64_t sc, int64_t batch, const char *where)
+/* pointer i = seq * heads + h of each array: base + seq * s + h * hs */
+__global__ void head_ptrs_kernel(const float **pa, const float **pb, float **pc, const float *a, int64_t sa,
+                                 int64_t ha, const float *b, int64_t sb, int64_t hb, float *cm, int64_t sc,
+                                 int64_t hc, int64_t heads, int64_t n)
 {
-    return fine_cu_gemm_batched(c, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, cm, ldc, sc, batch,
-                                where);
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t seq = i / heads, h = i - seq * heads;
+        pa[i] = a + seq * sa + h * ha;
+        pb[i] = b + seq * sb + h * hb;
+        pc[i] = cm + seq * sc + h * hc;
+    }
+}
+
+/* Room for n pointers in each of the three arrays (grown once per larger shape: planning asks
+ * through fine_cu_attention_scratch, so training never waits here). */
+static int head_ptrs_reserve(fine_cuda_ctx *c, int64_t n, const char *where)
+{
+    if (n <= c->head_cap)
+        return 1;
+    if (c->head_ptrs) { /* queued products may still read the old arrays */
+        if (!fine_cuda_ok(c, cudaStreamSynchronize(c->stream), where))
+            return 0;
+        cudaFree(c->head_ptrs);
+        c->head_ptrs = NULL;
+        c->head_cap = 0;
+    }
+    if (!fine_cuda_ok(c, cudaMalloc((void **)&c->head_ptrs, (size_t)(3 * n) * sizeof(void *)), where))
+        return 0;
+    c->head_cap = n;
+    return 1;
+}
+
+/* C = alpha op(A) op(B) + beta C for each of the Bs sequences and each head (column-major, as
+ * cuBLAS): the matrices of (seq, h) start at a + seq*sa + h*ha, b + seq*sb + h*hb,
+ * cm + seq*sc + h*hc. */
+static int gemm_heads(fine_cuda_ctx *c, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n,
+                      int64_t k, float alpha, const float *a, int64_t lda, int64_t sa, int64_t ha,
+                      const float *b, int64_t ldb, int64_t sb, int64_t hb, float beta, float *cm, int64_t ldc,
+                      int64_t sc, int64_t hc, int64_t Bs, int64_t heads, const char *where)
+{
+    int64_t count = Bs * heads;
+    if (!head_ptrs_reserve(c, count, where))
+        return 0;
+    const float **pa = (const float **)c->head_ptrs, **pb = pa + c->head_cap;
+    float **pc = (float **)(c->head_ptrs + 2 * c->head_cap);
+    head_ptrs_kernel<<<fine_cuda_blocks(count, 256), 256, 0, c->stream>>>(pa, pb, pc, a, sa, ha, b, sb, hb, cm, sc,
+                                                                           hc, heads, count);
+    if (!fine_cuda_ok(c, cudaGetLastError(), where))
+        return 0;
+    return fine_cublas_ok(c,
+                          cublasGemmBatchedEx(c->blas, ta, tb, (int)m, (int)n, (int)k, &alpha,
+                                              (const void *const *)pa, CUDA_R_32F, (int)lda,
+                                              (const void *const *)pb, CUDA_R_32F, (int)ldb, &beta,
+                                              (void *const *)pc, CUDA_R_32F, (int)ldc, (int)count,
+                                              c->gemm_compute, CUBLAS_GEMM_DEFAULT),
+                          where);
 }
 
 extern "C" void fine_cu_attention_forward(void *ctx, const fine_attn_shape *s, float *out,
@@ -294,29 +345,23 @@ extern "C" void fine_cu_attention_forward(void *ctx, const fine_attn_shape *s, f
         mask = NULL;
     float scale = (float)(1.0 / sqrt((double)d));
     /* scores: att_h (T, T) = scale q k^T; column-major att_h^T = scale k q^T */
-    for (int h = 0; h < s->heads; h++) {
-        const float *q = qkv + h * d, *k = q + C;
-        if (!gemm_seqs(c, CUBLAS_OP_T, CUBLAS_OP_N, T, T, d, scale, k, ld, sq, q, ld, sq, 0.0f,
-                       att + h * TT, T, satt, s->Bs, where))
-            return;
-    }
+    if (!gemm_heads(c, CUBLAS_OP_T, CUBLAS_OP_N, T, T, d, scale, qkv + C, ld, sq, d, qkv, ld, sq, d, 0.0f, att, T,
+                    satt, TT, s->Bs, s->heads, where))
+        return;
     int64_t rows = s->Bs * s->heads * T;
     attn_softmax_kernel<<<fine_cuda_blocks(rows, ROW_WARPS), 32 * ROW_WARPS, 0, c->stream>>>(
         att, rows, T, s->G, s->heads, bias, mask, s->mask_count, key_mask);
     if (!fine_cuda_ok(c, cudaGetLastError(), where))
         return;
     /* out_h (T, d) = P v; column-major out_h^T = v^T P^T */
-    for (int h = 0; h < s->heads; h++) {
-        const float *v = qkv + 2 * C + h * d;
-        if (!gemm_seqs(c, CUBLAS_OP_N, CUBLAS_OP_N, d, T, T, 1.0f, v, ld, sq, att + h * TT, T, satt,
-                       0.0f, out + h * d, C, T * C, s->Bs, where))
-            return;
-    }
+    gemm_heads(c, CUBLAS_OP_N, CUBLAS_OP_N, d, T, T, 1.0f, qkv + 2 * C, ld, sq, d, att, T, satt, TT, 0.0f, out, C,
+               T * C, d, s->Bs, s->heads, where);
 }
 
 extern "C" size_t fine_cu_attention_scratch(void *ctx, const fine_attn_shape *s)
 {
-    (void)ctx;
+    /* planning: the pointer arrays of this shape now, not in the first training step */
+    head_ptrs_reserve((fine_cuda_ctx *)ctx, s->Bs * s->heads, "fine_cu_attention_scratch");
     return (size_t)(s->Bs * s->heads * s->T * s->T);
 }
 
@@ -332,38 +377,28 @@ extern "C" void fine_cu_attention_backward(void *ctx, const fine_attn_shape *s, 
         return;
     float scale = (float)(1.0 / sqrt((double)d));
     /* dP_h (T, T) = dO_h v^T into scratch (same layout as att); column-major dP^T = v dO^T */
-    for (int h = 0; h < s->heads; h++) {
-        const float *v = qkv + 2 * C + h * d, *dO = dout + h * d;
-        if (!gemm_seqs(c, CUBLAS_OP_T, CUBLAS_OP_N, T, T, d, 1.0f, v, ld, sq, dO, C, so, 0.0f,
-                       scratch + h * TT, T, satt, s->Bs, where))
-            return;
-    }
-    if (dqkv) /* dv_h (T, d) += P^T dO_h; column-major dv^T += dO^T P */
-        for (int h = 0; h < s->heads; h++) {
-            const float *dO = dout + h * d;
-            float *dv = dqkv + 2 * C + h * d;
-            if (!gemm_seqs(c, CUBLAS_OP_N, CUBLAS_OP_T, d, T, T, 1.0f, dO, C, so, att + h * TT, T,
-                           satt, 1.0f, dv, ld, sq, s->Bs, where))
-                return;
-        }
+    if (!gemm_heads(c, CUBLAS_OP_T, CUBLAS_OP_N, T, T, d, 1.0f, qkv + 2 * C, ld, sq, d, dout, C, so, d, 0.0f,
+                    scratch, T, satt, TT, s->Bs, s->heads, where))
+        return;
+    /* dv_h (T, d) += P^T dO_h; column-major dv^T += dO^T P */
+    if (dqkv && !gemm_heads(c, CUBLAS_OP_N, CUBLAS_OP_T, d, T, T, 1.0f, dout, C, so, d, att, T, satt, TT, 1.0f,
+                            dqkv + 2 * C, ld, sq, d, s->Bs, s->heads, where))
+        return;
     int64_t rows = s->Bs * s->heads * T;
     attn_softmax_backward_kernel<<<fine_cuda_blocks(rows, ROW_WARPS), 32 * ROW_WARPS, 0,
                                    c->stream>>>(scratch, att, rows, T);
     if (!fine_cuda_ok(c, cudaGetLastError(), where))
         return;
-    if (dqkv)
-        for (int h = 0; h < s->heads; h++) {
-            const float *q = qkv + h * d, *k = q + C;
-            float *dq = dqkv + h * d, *dk = dq + C;
-            /* dq_h += scale dS k; column-major dq^T += scale k^T dS^T */
-            if (!gemm_seqs(c, CUBLAS_OP_N, CUBLAS_OP_N, d, T, T, scale, k, ld, sq, scratch + h * TT,
-                           T, satt, 1.0f, dq, ld, sq, s->Bs, where))
-                return;
-            /* dk_h += scale dS^T q; column-major dk^T += scale q^T dS */
-            if (!gemm_seqs(c, CUBLAS_OP_N, CUBLAS_OP_T, d, T, T, scale, q, ld, sq, scratch + h * TT,
-                           T, satt, 1.0f, dk, ld, sq, s->Bs, where))
-                return;
-        }
+    if (dqkv) {
+        /* dq_h += scale dS k; column-major dq^T += scale k^T dS^T */
+        if (!gemm_heads(c, CUBLAS_OP_N, CUBLAS_OP_N, d, T, T, scale, qkv + C, ld, sq, d, scratch, T, satt, TT, 1.0f,
+                        dqkv, ld, sq, d, s->Bs, s->heads, where))
+            return;
+        /* dk_h += scale dS^T q; column-major dk^T += scale q^T dS */
+        if (!gemm_heads(c, CUBLAS_OP_N, CUBLAS_OP_T, d, T, T, scale, qkv, ld, sq, d, scratch, T, satt, TT, 1.0f,
+                        dqkv + C, ld, sq, d, s->Bs, s->heads, where))
+            return;
+    }
     int64_t N = T - s->G;
     if (dbias && N > 0) {
         attn_dbias_kernel<<<fine_cuda_blocks(s->heads * N * N, 256), 256, 0, c->stream>>>(

@@ -166,19 +166,6 @@ int fine_cu_gemm(fine_cuda_ctx *c, cublasOperation_t ta, cublasOperation_t tb, i
                           where);
 }
 
-int fine_cu_gemm_batched(fine_cuda_ctx *c, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n,
-                         int64_t k, float alpha, const float *a, int64_t lda, int64_t sa, const float *b,
-                         int64_t ldb, int64_t sb, float beta, float *cm, int64_t ldc, int64_t sc,
-                         int64_t batch, const char *where)
-{
-    return fine_cublas_ok(c,
-                          cublasGemmStridedBatchedEx_64(c->blas, ta, tb, m, n, k, &alpha, a, CUDA_R_32F, lda,
-                                                        (long long)sa, b, CUDA_R_32F, ldb, (long long)sb,
-                                                        &beta, cm, CUDA_R_32F, ldc, (long long)sc, batch,
-                                                        c->gemm_compute, CUBLAS_GEMM_DEFAULT),
-                          where);
-}
-
 /* fp32: exact fp32 products everywhere. tf32: TF32 tensor cores for the products and the
  * convolutions. bf16 and fp16: the matrix products (linear layers, attention, transposed
  * convolutions) round their fp32 inputs to bf16 / fp16 inside cuBLAS and sum in fp32; the
@@ -292,6 +279,8 @@ extern "C" void fine_cuda_backend_close(fine_backend *be)
         cudaStreamSynchronize(c->stream);
     for (int i = 0; i < c->nalloc; i++)
         cudaFree(c->ptrs[i]);
+    if (c->head_ptrs)
+        cudaFree(c->head_ptrs);
     free(c->ptrs);
     free(c->sizes);
     if (c->red)

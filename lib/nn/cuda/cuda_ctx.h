@@ -32,6 +32,8 @@ typedef struct fine_cuda_ctx {
     fine_conv_cache conv;     /* cuDNN algorithms per convolution shape */
     int tf32;                 /* TF32 tensor cores in the convolutions (every precision but fp32) */
     cublasComputeType_t gemm_compute; /* the matrix products' arithmetic (fine_cu_gemm) */
+    void **head_ptrs;         /* attention: 3 x head_cap device pointers (cuda_attn.cu) */
+    int64_t head_cap;
     void *red;                /* FINE_CUDA_RED_BYTES of device memory */
     void *red_host;           /* FINE_CUDA_RED_BYTES of pinned host memory */
     size_t live_bytes, peak_bytes; /* of alloc()ed memory, tracked in the table below */
@@ -55,11 +57,6 @@ int fine_cudnn_ok(fine_cuda_ctx *c, cudnnStatus_t r, const char *where);
 int fine_cu_gemm(fine_cuda_ctx *c, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k,
                  float alpha, const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *cm,
                  int64_t ldc, const char *where);
-/* The same for `batch` products, matrix i at a + i*sa, b + i*sb, cm + i*sc. */
-int fine_cu_gemm_batched(fine_cuda_ctx *c, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n,
-                         int64_t k, float alpha, const float *a, int64_t lda, int64_t sa, const float *b,
-                         int64_t ldb, int64_t sb, float beta, float *cm, int64_t ldc, int64_t sc,
-                         int64_t batch, const char *where);
 
 /* Grid size for n elements at `threads` per block, capped (kernels use grid-stride loops). */
 unsigned fine_cuda_blocks(int64_t n, int threads);
