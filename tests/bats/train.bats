@@ -34,6 +34,22 @@ PY
     ! params_equal "$T/a/final.fst" "$T/c/final.fst"
 }
 
+@test "--recompute all trains the parameters of --recompute none, bit for bit; bad --recompute and --precision are usage errors" {
+    make_batches "$T" 4
+    fine-train --preset tiny --epochs 2 --iters-per-epoch 2 --recompute none --quiet -o "$T/a" "$T/batches.fst"
+    fine-train --preset tiny --epochs 2 --iters-per-epoch 2 --recompute all --quiet -o "$T/b" "$T/batches.fst"
+    params_equal "$T/a/final.fst" "$T/b/final.fst"
+    run fine-train --preset tiny --epochs 1 --iters-per-epoch 1 --recompute some -o "$T/c" "$T/batches.fst"
+    [ "$status" -eq 2 ] && [[ "$output" == *"--recompute must be auto, none, gelu, mlp or all, not 'some'"* ]]
+    run fine-train --preset tiny --epochs 1 --iters-per-epoch 1 --precision bf8 -o "$T/c" "$T/batches.fst"
+    [ "$status" -eq 2 ] && [[ "$output" == *"--precision must be auto, fp32, tf32, bf16 or fp16, not 'bf8'"* ]]
+    # on the CPU, a GPU precision is one line and no checkpoint; auto is fp32
+    run fine-train --preset tiny --epochs 1 --iters-per-epoch 1 --precision bf16 -o "$T/c" "$T/batches.fst"
+    [ "$status" -eq 1 ] && [[ "$output" == *"precision 'bf16' is not available on the CPU"* ]] && [ ! -e "$T/c/final.fst" ]
+    run fine-train --preset tiny --epochs 1 --iters-per-epoch 1 -o "$T/d" "$T/batches.fst"
+    [ "$status" -eq 0 ] && [[ "$output" == *"cpu, precision fp32, "*"(recompute none)"* ]]
+}
+
 @test "--optimizer adamw: the first step moves every trained parameter by lr (PyTorch's AdamW), resume is exact" {
     make_batches "$T" 4
     fine-model init --preset tiny --seed 12345 -o "$T/init.fst"
