@@ -15,6 +15,7 @@
 #include "cli.h"
 #include "dataset.h"
 #include "stream.h"
+#include "volume_check.h"
 
 /* ---------------------------------------------------------------- cases */
 
@@ -264,8 +265,17 @@ static int load_volume(const fine_record *rec, fine_train_case *c, int is_label,
     if (dst->data)
         return fine_err_set(e, "case %s: a second %s volume", c->id, is_label ? "label" : "image");
     fine_tensor t;
-    if (fine_record_tensor(rec, NULL, &t, e) < 0)
+    fine_geometry g;
+    /* the geometry is optional here (only the spacing check reads it) */
+    int has_geom = fine_record_get(rec, "geometry") != NULL;
+    if ((has_geom && fine_record_geometry(rec, &g, e) < 0) || fine_record_tensor(rec, NULL, &t, e) < 0) {
+        char where[FINE_CASE_MAX + 8];
+        snprintf(where, sizeof where, "case %s", c->id);
+        fine_err_prefix(e, where);
         return -1;
+    }
+    for (int d = 0; d < 3; d++)
+        c->spacing[is_label][d] = has_geom ? g.spacing[d] : 0.0;
     if (t.ndim == 4 && t.shape[0] == 1) { /* [1, z, y, x] */
         for (int d = 0; d < 3; d++)
             t.shape[d] = t.shape[d + 1];
@@ -296,7 +306,7 @@ static int load_volume(const fine_record *rec, fine_train_case *c, int is_label,
     return 0;
 }
 
-static int check_cases(case_set *s, const char *in, fine_err *e)
+static int check_cases(case_set *s, const char *in, int max_label, fine_err *e)
 {
     for (int i = 0; i < s->only.n; i++) {
         int found = 0;
@@ -326,6 +336,12 @@ static int check_cases(case_set *s, const char *in, fine_err *e)
             c->size[d] = c->image.shape[d];
         if (c->size[0] * c->size[1] * c->size[2] == 0)
             return fine_err_set(e, "%s: case %s is empty", in, c->id);
+        if (fine_check_image(&c->image, c->id, e) < 0 || fine_check_label(&c->label, max_label, c->id, e) < 0 ||
+            (c->spacing[0][0] > 0 && c->spacing[1][0] > 0 &&
+             fine_check_same_spacing(c->spacing[0], c->spacing[1], c->id, e) < 0)) {
+            fine_err_prefix(e, in);
+            return -1;
+        }
     }
     return 0;
 }
@@ -636,6 +652,7 @@ static void usage(const char *tool)
            "  --dummy-2d          dummy-2D augmentation: rotation (+-180 degrees) and scaling of\n"
            "                      each z slice in plane, box Z,150,150 for 64,128,128\n"
            "  --threads N         worker threads (default 1)\n"
+           "  --max-label N       labels must be in 0..N (default 13, the BCV organs)\n"
            "  --cases LIST        sample only these cases: a file or @FILE (one id per line, #\n"
            "                      comments) or ids separated by commas; the others' volumes\n"
            "                      are dropped\n"
@@ -673,8 +690,10 @@ static int train_main(int argc, char **argv, char **typed, const char *tool)
         {"cases", required_argument, NULL, 'C'}, {"output", required_argument, NULL, 'o'},
         {"force", no_argument, NULL, 'f'},       {"quiet", no_argument, NULL, 'q'},
         {"progress", no_argument, NULL, 'P'},    {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},     {NULL, 0, NULL, 0},
+        {"version", no_argument, NULL, 'V'},     {"max-label", required_argument, NULL, 'L'},
+        {NULL, 0, NULL, 0},
     };
+    int max_label = FINE_MAX_LABEL_DEFAULT;
     fine_train_config cfg;
     fine_train_config_default(&cfg);
     int64_t count = -1, threads = 1;
@@ -722,6 +741,13 @@ static int train_main(int argc, char **argv, char **typed, const char *tool)
                 return fine_cli_usage(tool, "--threads needs a number in 1..256, not '%s'", optarg);
             break;
         case 'C': cases_file = optarg; break;
+        case 'L': {
+            int64_t v;
+            if (fine_parse_i64(optarg, &v) < 0 || v < 1 || v > 255)
+                return fine_cli_usage(tool, "--max-label needs a number in 1..255, not '%s'", optarg);
+            max_label = (int)v;
+            break;
+        }
         case 'o': out = optarg; break;
         case 'f': force = 1; break;
         case 'q': quiet = 1; break;
@@ -780,7 +806,7 @@ static int train_main(int argc, char **argv, char **typed, const char *tool)
         rc = fine_writer_put_record(w, &rec, &e); /* pass through */
     }
     if (rc == 0)
-        rc = check_cases(&cs, fine_reader_name(r), &e);
+        rc = check_cases(&cs, fine_reader_name(r), max_label, &e);
     fine_reader_close(r);
     if (rc == 0) {
         qsort(cs.c, (size_t)cs.n, sizeof *cs.c, by_id); /* the sampling does not depend on input order */

@@ -32,6 +32,7 @@ typedef struct fine_train_case {
     fine_tensor image;   /* f32 [z, y, x], owned */
     fine_tensor label;   /* u8 [z, y, x], owned */
     int64_t size[3];
+    double spacing[2][3];/* of the image and the label volume (0: no geometry), for the check */
     int nclasses;        /* foreground classes present (label values 1..255) */
     uint8_t classes[255];/* their values, ascending */
     int64_t *locs[255];  /* per present class: stored voxel indices (z*Y + y)*X + x */

@@ -15,6 +15,7 @@
 #include "normalize.h"
 #include "stream.h"
 #include "volume.h"
+#include "volume_check.h"
 
 static const char *TOOL = "fine-normalize";
 
@@ -48,6 +49,7 @@ static void usage(void)
            "                     id per line); each must be in the input\n"
            "  --stats FILE       apply: the stats record to apply (a stream, e.g. from --fit)\n"
            "  --threads N        accepted for uniformity (the work is one pass over memory)\n"
+           "  --max-label N      labels must be in 0..N (default 13, the BCV organs)\n"
            "  -f, --force        overwrite outputs that exist\n"
            "  -q, --quiet        no progress line or warning\n"
            "  --progress         progress line even when stderr is not a terminal\n"
@@ -68,6 +70,7 @@ typedef struct options {
     const char *out, *stats_path;
     char **cases; /* --cases, NULL-terminated; NULL when not given */
     int force, quiet, progress;
+    int max_label; /* labels must be in 0..max_label */
 } options;
 
 /* ---------------------------------------------------------------- case lists */
@@ -184,6 +187,12 @@ static int fit_case(fit_state *s, fine_err *e)
     const char *cid = fit_held(s);
     if (list_has(s->seen, cid))
         return fine_err_set(e, "case %s: appears twice (its image and label must be consecutive)", cid);
+    if ((s->has_image && fine_check_image(&s->image.data, cid, e) < 0) ||
+        (s->has_label && fine_check_label(&s->label.data, s->o->max_label, cid, e) < 0) ||
+        (s->has_image && s->has_label &&
+         (fine_check_same_shape(&s->image.data, &s->label.data, cid, e) < 0 ||
+          fine_check_same_spacing(s->image.geom.spacing, s->label.geom.spacing, cid, e) < 0)))
+        return -1;
     if (s->o->scheme == FINE_NORM_CT) {
         if (!s->has_image || !s->has_label)
             return fine_err_set(e, "case %s: %s volume missing (fitting ct statistics needs both image "
@@ -493,6 +502,52 @@ static void put_meta(fine_map *m, const fine_record *rec, const fine_norm_stats 
     }
 }
 
+/* The last image or label volume apply mode saw: a label (passed through) is checked on its own
+ * and against its case's image when the two are neighbours in the stream, in either order. */
+typedef struct last_volume {
+    char cid[FINE_CASE_MAX];
+    int valid, is_img;
+    int64_t shape[3];
+    double spacing[3];
+} last_volume;
+
+static int check_pair(const fine_record *rec, int is_img, int max_label, last_volume *last, fine_err *e)
+{
+    char cid[FINE_CASE_MAX];
+    fine_tensor t;
+    fine_geometry g;
+    if (fine_record_str(rec, "case", cid, sizeof cid, e) < 0)
+        return -1;
+    if (fine_record_tensor_view(rec, NULL, &t, e) < 0 || fine_record_geometry(rec, &g, e) < 0) {
+        fine_err_prefix(e, cid);
+        fine_err_prefix(e, "case");
+        return -1;
+    }
+    int rc = is_img ? 0 : fine_check_label(&t, max_label, cid, e);
+    if (rc == 0 && t.ndim < 3)
+        rc = fine_err_set(e, "case %s: the %s volume has %d dimensions", cid, is_img ? "image" : "label", t.ndim);
+    int64_t shape[3] = {0, 0, 0};
+    if (rc == 0)
+        memcpy(shape, t.shape + t.ndim - 3, sizeof shape);
+    if (rc == 0 && last->valid && last->is_img != is_img && strcmp(last->cid, cid) == 0) {
+        const int64_t *si = is_img ? shape : last->shape, *sl = is_img ? last->shape : shape;
+        if (memcmp(si, sl, sizeof shape) != 0)
+            rc = fine_err_set(e, "case %s: label shape %lldx%lldx%lld differs from image shape %lldx%lldx%lld", cid,
+                              (long long)sl[0], (long long)sl[1], (long long)sl[2], (long long)si[0],
+                              (long long)si[1], (long long)si[2]);
+        else
+            rc = fine_check_same_spacing(is_img ? g.spacing : last->spacing, is_img ? last->spacing : g.spacing,
+                                         cid, e);
+    }
+    fine_tensor_free(&t);
+    snprintf(last->cid, sizeof last->cid, "%s", cid);
+    last->valid = 1;
+    last->is_img = is_img;
+    memcpy(last->shape, shape, sizeof shape);
+    memcpy(last->spacing, g.spacing, sizeof last->spacing);
+    return rc;
+}
+
 static int apply_image(fine_writer *w, const fine_record *rec, const fine_norm_stats *st, fine_err *e)
 {
     char cid[FINE_CASE_MAX];
@@ -506,6 +561,10 @@ static int apply_image(fine_writer *w, const fine_record *rec, const fine_norm_s
         return -1;
     }
     double mean, std;
+    if (fine_check_image(&in, cid, e) < 0) { /* the message names the case */
+        fine_tensor_free(&in);
+        return -1;
+    }
     int rc = fine_norm_apply(&in, st, &out, &mean, &std, e);
     fine_tensor_free(&in);
     if (rc < 0) {
@@ -550,6 +609,7 @@ static int run_apply(const options *o, const char *in, const char *out, int argc
     fine_progress pr;
     fine_progress_init(&pr, TOOL, o->quiet, o->progress);
     int64_t n = 0;
+    last_volume last = {0};
     int rc = fine_writer_header(w, fine_reader_provenance(r), TOOL, argc, argv, &e);
     fine_record rec;
     while (rc == 0 && (rc = fine_reader_next(r, &rec, &e)) == 1) {
@@ -561,7 +621,13 @@ static int run_apply(const options *o, const char *in, const char *out, int argc
             }
             have = 1;
         }
-        if (!fine_volume_record_matches(&rec, NULL, "image")) {
+        int is_img = fine_volume_record_matches(&rec, NULL, "image");
+        int is_lab = !is_img && fine_volume_record_matches(&rec, NULL, "label");
+        if ((is_img || is_lab) && check_pair(&rec, is_img, o->max_label, &last, &e) < 0) {
+            rc = -1;
+            break;
+        }
+        if (!is_img) {
             rc = fine_writer_put_record(w, &rec, &e);
             continue;
         }
@@ -592,18 +658,20 @@ static int run_apply(const options *o, const char *in, const char *out, int argc
 int main(int argc, char **argv)
 {
     fine_cli_init();
-    enum { O_FIT = 256, O_SCHEME, O_CASES, O_STATS, O_THREADS, O_PROGRESS, O_VERSION };
+    enum { O_FIT = 256, O_SCHEME, O_CASES, O_STATS, O_THREADS, O_PROGRESS, O_VERSION, O_MAXLABEL };
     static const struct option opts[] = {
         {"fit", no_argument, NULL, O_FIT},           {"output", required_argument, NULL, 'o'},
         {"scheme", required_argument, NULL, O_SCHEME}, {"cases", required_argument, NULL, O_CASES},
         {"stats", required_argument, NULL, O_STATS}, {"threads", required_argument, NULL, O_THREADS},
         {"force", no_argument, NULL, 'f'},           {"quiet", no_argument, NULL, 'q'},
         {"progress", no_argument, NULL, O_PROGRESS}, {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, O_VERSION},   {NULL, 0, NULL, 0},
+        {"version", no_argument, NULL, O_VERSION},   {"max-label", required_argument, NULL, O_MAXLABEL},
+        {NULL, 0, NULL, 0},
     };
     options o;
     memset(&o, 0, sizeof o);
     o.scheme = FINE_NORM_CT;
+    o.max_label = FINE_MAX_LABEL_DEFAULT;
     const char *cases_arg = NULL;
     int c;
     opterr = 0;
@@ -622,6 +690,13 @@ int main(int argc, char **argv)
             int64_t n;
             if (fine_parse_i64(optarg, &n) < 0 || n < 1)
                 return fine_cli_usage(TOOL, "--threads needs a positive integer, not '%s'", optarg);
+            break;
+        }
+        case O_MAXLABEL: {
+            int64_t n;
+            if (fine_parse_i64(optarg, &n) < 0 || n < 1 || n > 255)
+                return fine_cli_usage(TOOL, "--max-label needs a number in 1..255, not '%s'", optarg);
+            o.max_label = (int)n;
             break;
         }
         case 'f': o.force = 1; break;

@@ -12,6 +12,7 @@
 #include "stream.h"
 #include "train_patch.h"
 #include "volume.h"
+#include "volume_check.h"
 
 static const char *TOOL = "fine-patch";
 
@@ -37,6 +38,7 @@ static void usage(void)
            "  --patch Z,Y,X      patch size (default 64,128,128; one number for a cube)\n"
            "  --step F           step as a fraction of the patch, 0 < F <= 1 (default 0.5)\n"
            "  --no-label         leave the label tiles out\n"
+           "  --max-label N      labels must be in 0..N (default 13, the BCV organs)\n"
            "  --threads N        accepted for uniformity (tiling is a memory copy)\n"
            "  -f, --force        overwrite OUT if it exists\n"
            "  -q, --quiet        no progress line\n"
@@ -54,6 +56,7 @@ typedef struct options {
     int64_t patch[3];
     double step;
     int no_label;
+    int max_label;
 } options;
 
 /* The volumes of the case being collected. */
@@ -102,6 +105,8 @@ static int emit_case(fine_writer *w, held_case *h, const options *o, fine_err *e
     if (img->data.ndim != 3)
         return fine_err_set(e, "case %s: the image volume has %d dimensions, fine-patch needs 3",
                             img->case_id, img->data.ndim);
+    if (fine_check_image(&img->data, img->case_id, e) < 0)
+        return -1;
     char where[FINE_CASE_MAX + 8];
     snprintf(where, sizeof where, "case %s", img->case_id);
     if (img->data.dtype != FINE_F32 && fine_volume_set_dtype(img, FINE_F32, e) < 0) {
@@ -109,16 +114,11 @@ static int emit_case(fine_writer *w, held_case *h, const options *o, fine_err *e
         return -1;
     }
     int with_label = h->has_label && !o->no_label;
-    if (with_label) {
-        const fine_tensor *l = &h->label.data;
-        if (l->ndim != 3 || memcmp(l->shape, img->data.shape, 3 * sizeof(int64_t)) != 0)
-            return fine_err_set(e, "case %s: label shape differs from image shape %lldx%lldx%lld",
-                                img->case_id, (long long)img->data.shape[0],
-                                (long long)img->data.shape[1], (long long)img->data.shape[2]);
-        if (!fine_dtype_is_int(l->dtype))
-            return fine_err_set(e, "case %s: the label volume is %s, not an integer dtype", img->case_id,
-                                fine_dtype_name(l->dtype));
-    }
+    if (with_label &&
+        (fine_check_same_shape(&img->data, &h->label.data, img->case_id, e) < 0 ||
+         fine_check_same_spacing(img->geom.spacing, h->label.geom.spacing, img->case_id, e) < 0 ||
+         fine_check_label(&h->label.data, o->max_label, img->case_id, e) < 0))
+        return -1;
     fine_grid g;
     if (fine_grid_plan(&g, img->data.shape, o->patch, o->step, e) < 0) {
         fine_err_prefix(e, where);
@@ -250,16 +250,17 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
         if (strcmp(argv[i], "--train") == 0)
             return fine_patch_train(argc, argv, TOOL);
-    enum { O_GRID = 256, O_PATCH, O_STEP, O_NOLABEL, O_THREADS, O_PROGRESS, O_VERSION };
+    enum { O_GRID = 256, O_PATCH, O_STEP, O_NOLABEL, O_THREADS, O_PROGRESS, O_VERSION, O_MAXLABEL };
     static const struct option opts[] = {
         {"grid", no_argument, NULL, O_GRID},        {"patch", required_argument, NULL, O_PATCH},
+        {"max-label", required_argument, NULL, O_MAXLABEL},
         {"step", required_argument, NULL, O_STEP},  {"no-label", no_argument, NULL, O_NOLABEL},
         {"threads", required_argument, NULL, O_THREADS},
         {"force", no_argument, NULL, 'f'},          {"quiet", no_argument, NULL, 'q'},
         {"progress", no_argument, NULL, O_PROGRESS}, {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, O_VERSION},  {NULL, 0, NULL, 0},
     };
-    options o = {.patch = {64, 128, 128}, .step = 0.5, .no_label = 0};
+    options o = {.patch = {64, 128, 128}, .step = 0.5, .no_label = 0, .max_label = FINE_MAX_LABEL_DEFAULT};
     int grid = 0, force = 0, quiet = 0, progress = 0, c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":fqh", opts, NULL)) != -1) {
@@ -278,6 +279,13 @@ int main(int argc, char **argv)
             break;
         }
         case O_NOLABEL: o.no_label = 1; break;
+        case O_MAXLABEL: {
+            int64_t n;
+            if (fine_parse_i64(optarg, &n) < 0 || n < 1 || n > 255)
+                return fine_cli_usage(TOOL, "--max-label needs a number in 1..255, not '%s'", optarg);
+            o.max_label = (int)n;
+            break;
+        }
         case O_THREADS: {
             int64_t n;
             if (fine_parse_i64(optarg, &n) < 0 || n < 1)

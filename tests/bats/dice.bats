@@ -235,7 +235,7 @@ L13=1,2,3,4,5,6,7,8,9,10,11,12,13
     [ "$status" -eq 0 ]
     echo "$output" | sed -n '/^| label /,$p' >"$T/c.md"
     grep -q '^| | mean (3 labels) | ' "$T/c.md"
-    ! grep -q 'Synapse' "$T/c.md"
+    ! grep -q 'Synapse' "$T/c.md" || false
     run ref_py check "$T/c.csv" "$T/c.json" "$T/c.md" "6,1,11"
     echo "$output"
     [ "$status" -eq 0 ]

@@ -189,3 +189,26 @@ PY
     [[ "$output" == *"exists"* ]]
     fine-normalize --fit --force "$T/in.fst" -o "$T/st.fst"
 }
+
+@test "bad input: NaN or infinite intensities, labels outside 0..13, label shape or spacing, an empty image" {
+    for kind in nan inf label14 shape spacing empty; do
+        mk_bad_case $kind "$T/$kind.fst"
+        want="$(bad_case_message $kind)"
+        run fine-normalize --scheme zscore "$T/$kind.fst" "$T/o_$kind.fst"
+        echo "$kind (apply): $output"
+        [ "$status" -eq 1 ]
+        [[ "$output" == "fine-normalize: "*"$want"* ]] || false
+        [ ! -e "$T/o_$kind.fst" ]
+        [ "${#lines[@]}" -eq 1 ]
+        run fine-normalize --fit "$T/$kind.fst" -o "$T/s_$kind.fst"
+        echo "$kind (fit): $output"
+        [ "$status" -eq 1 ]
+        [[ "$output" == "fine-normalize: "*"$want"* ]] || false
+        [ ! -e "$T/s_$kind.fst" ]
+    done
+    # the good case alone passes, and --max-label 14 accepts the label 14
+    mk_bad_case label14 "$T/l.fst"
+    fine-normalize --scheme zscore --max-label 14 "$T/l.fst" "$T/ok.fst"
+    run fine-normalize --max-label 0 "$T/l.fst" "$T/x.fst"
+    [ "$status" -eq 2 ]
+}

@@ -146,7 +146,7 @@ fine_stream.write(f"{t}/nolabimg.fst", [lb("C", (4, 5, 6))])
 PY
     run fine-patch --grid "$T/shape.fst" "$T/o.fst"
     [ "$status" -eq 1 ]
-    [[ "$output" == "fine-patch: $T/shape.fst: case A: label shape differs"* ]]
+    [[ "$output" == "fine-patch: $T/shape.fst: case A: label shape 4x5x7 differs from image shape 4x5x6"* ]]
     [ ! -e "$T/o.fst" ]
     run fine-patch --grid "$T/twice.fst" "$T/o.fst"
     [ "$status" -eq 1 ]
@@ -165,4 +165,19 @@ PY
     run fine-patch --grid "$T/in.fst" "$T/exists.fst"
     [ "$status" -eq 1 ]
     [[ "$output" == *"exists"* ]]
+}
+
+@test "bad input: NaN or infinite intensities, labels outside 0..13, label shape or spacing, an empty image" {
+    for kind in nan inf label14 shape spacing empty; do
+        mk_bad_case $kind "$T/$kind.fst"
+        want="$(bad_case_message $kind)"
+        run fine-patch --grid --patch 4,8,8 "$T/$kind.fst" "$T/o_$kind.fst"
+        echo "$kind: $output"
+        [ "$status" -eq 1 ]
+        [[ "$output" == "fine-patch: "*"$want"* ]] || false
+        [ ! -e "$T/o_$kind.fst" ]
+        [ "${#lines[@]}" -eq 1 ]
+    done
+    mk_bad_case label14 "$T/l.fst"
+    fine-patch --grid --patch 4,8,8 --max-label 14 "$T/l.fst" "$T/ok.fst"
 }

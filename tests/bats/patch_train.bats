@@ -243,3 +243,19 @@ PY
     [ "$status" -eq 0 ]
     [ "${lines[-1]}" = "1" ]
 }
+
+@test "bad input: NaN or infinite intensities, labels outside 0..13, label shape or spacing, an empty image" {
+    for kind in nan inf label14 shape spacing empty; do
+        mk_bad_case $kind "$T/$kind.fst"
+        want="$(bad_case_message $kind)"
+        [ $kind = shape ] && want="case BAD: label shape 6x15x16 differs"
+        run fine-patch --train --crop 4,8,8 --count 1 "$T/$kind.fst" -o "$T/o_$kind.fst"
+        echo "$kind: $output"
+        [ "$status" -eq 1 ]
+        [[ "$output" == "fine-patch: "*"$want"* ]] || false
+        [ ! -e "$T/o_$kind.fst" ]
+        [ "${#lines[@]}" -eq 1 ]
+    done
+    mk_bad_case label14 "$T/l.fst"
+    fine-patch --train --crop 4,8,8 --count 1 --max-label 14 "$T/l.fst" -o "$T/ok.fst"
+}

@@ -27,7 +27,8 @@ pipe() { # pipe [VAR=VALUE...]: the bcv target with a shortened training
     echo "$output" | tail -30
     [ "$status" -eq 0 ]
     [[ "$output" == *"mean (13 organs)"* ]]
-    [ -e "$T/out/model/final.fst" ] && [ -e "$T/out/dice.json" ]
+    [ -e "$T/out/model/final.fst" ]
+    [ -e "$T/out/dice.json" ]
     # the report: the test case's slices (3 views x reference and prediction) and the table
     [ -s "$T/out/report.html" ]
     [ "$(grep -o 'data:image/png;base64,' "$T/out/report.html" | wc -l)" -eq 6 ]

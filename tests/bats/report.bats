@@ -231,12 +231,12 @@ PY
     grep -q '>learning rate<' "$h"
     [ "$(grep -o 'class="item"' "$h" | wc -l)" -eq 13 ]
     grep -q "data-images-loaded" "$h"
-    ! grep -Eq '(src|href)="(https?:)?//' "$h"   # nothing from the network
+    ! grep -Eq '(src|href)="(https?:)?//' "$h" || false   # nothing from the network
     # no log: said so; no cases: said so, no images
     fine-report -q -o "$T/bare.html" --dice "$D/dice.json"
     grep -q 'No training log was given' "$T/bare.html"
     grep -q 'No cases were given' "$T/bare.html"
-    ! grep -q '<img' "$T/bare.html"
+    ! grep -q '<img' "$T/bare.html" || false
     [ "$(grep -c '<svg' "$T/bare.html")" -eq 1 ]
 }
 

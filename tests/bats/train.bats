@@ -25,13 +25,14 @@ PY
 @test "resume is exact: 2 + 2 iterations give the same parameters as 4, bit for bit" {
     make_batches "$T" 4
     fine-train --preset tiny --epochs 2 --iters-per-epoch 2 --save-every 1 --quiet -o "$T/a" "$T/batches.fst"
-    [ -e "$T/a/latest.fst" ] && [ -e "$T/a/final.fst" ]
+    [ -e "$T/a/latest.fst" ]
+    [ -e "$T/a/final.fst" ]
     # latest.fst was written after epoch 1 (iteration 2): resume from it on the same input
     fine-train --resume "$T/a/latest.fst" --quiet -o "$T/b" "$T/batches.fst"
     params_equal "$T/a/final.fst" "$T/b/final.fst"
     # and a different seed gives different parameters (the comparison can fail)
     fine-train --preset tiny --seed 7 --epochs 2 --iters-per-epoch 2 --quiet -o "$T/c" "$T/batches.fst"
-    ! params_equal "$T/a/final.fst" "$T/c/final.fst"
+    ! params_equal "$T/a/final.fst" "$T/c/final.fst" || false
 }
 
 @test "--recompute all trains the parameters of --recompute none, bit for bit; bad --recompute and --precision are usage errors" {
@@ -40,14 +41,19 @@ PY
     fine-train --preset tiny --epochs 2 --iters-per-epoch 2 --recompute all --quiet -o "$T/b" "$T/batches.fst"
     params_equal "$T/a/final.fst" "$T/b/final.fst"
     run fine-train --preset tiny --epochs 1 --iters-per-epoch 1 --recompute some -o "$T/c" "$T/batches.fst"
-    [ "$status" -eq 2 ] && [[ "$output" == *"--recompute must be auto, none, gelu, mlp or all, not 'some'"* ]]
+    [ "$status" -eq 2 ]
+    [[ "$output" == *"--recompute must be auto, none, gelu, mlp or all, not 'some'"* ]] || false
     run fine-train --preset tiny --epochs 1 --iters-per-epoch 1 --precision bf8 -o "$T/c" "$T/batches.fst"
-    [ "$status" -eq 2 ] && [[ "$output" == *"--precision must be auto, fp32, tf32, bf16 or fp16, not 'bf8'"* ]]
+    [ "$status" -eq 2 ]
+    [[ "$output" == *"--precision must be auto, fp32, tf32, bf16 or fp16, not 'bf8'"* ]] || false
     # on the CPU, a GPU precision is one line and no checkpoint; auto is fp32
     run fine-train --preset tiny --epochs 1 --iters-per-epoch 1 --precision bf16 -o "$T/c" "$T/batches.fst"
-    [ "$status" -eq 1 ] && [[ "$output" == *"precision 'bf16' is not available on the CPU"* ]] && [ ! -e "$T/c/final.fst" ]
+    [ "$status" -eq 1 ]
+    [[ "$output" == *"precision 'bf16' is not available on the CPU"* ]] || false
+    [ ! -e "$T/c/final.fst" ]
     run fine-train --preset tiny --epochs 1 --iters-per-epoch 1 -o "$T/d" "$T/batches.fst"
-    [ "$status" -eq 0 ] && [[ "$output" == *"cpu, precision fp32, "*"(recompute none)"* ]]
+    [ "$status" -eq 0 ]
+    [[ "$output" == *"cpu, precision fp32, "*"(recompute none)"* ]] || false
 }
 
 @test "--optimizer adamw: the first step moves every trained parameter by lr (PyTorch's AdamW), resume is exact" {
@@ -80,9 +86,10 @@ PY
     fine-info "$T/a/final.fst" | grep -q 'second_moment'
     # and it is not SGD under another name
     fine-train --preset tiny --epochs 2 --iters-per-epoch 2 --quiet -o "$T/s" "$T/batches.fst"
-    ! params_equal "$T/a/final.fst" "$T/s/final.fst"
+    ! params_equal "$T/a/final.fst" "$T/s/final.fst" || false
     run fine-train --preset tiny --optimizer adam -o "$T/x" "$T/batches.fst"
-    [ "$status" -eq 2 ] && [[ "$output" == *"--optimizer must be sgd or adamw"* ]]
+    [ "$status" -eq 2 ]
+    [[ "$output" == *"--optimizer must be sgd or adamw"* ]] || false
 }
 
 @test "the loss falls over a few epochs on one case, and the log has one JSON object per epoch" {
@@ -134,7 +141,8 @@ PY
     run fine-train --resume "$T/cut.fst" -o "$T/w" "$T/batches.fst"
     [ "$status" -eq 1 ]
     [[ "$output" == *"$T/cut.fst"*"truncated"* ]]
-    [ ! -e "$T/w/final.fst" ] && [ ! -e "$T/w/latest.fst" ]
+    [ ! -e "$T/w/final.fst" ]
+    [ ! -e "$T/w/latest.fst" ]
     # labels of a class the model does not have
     run fine-train --preset tiny --set num_classes=3 --epochs 1 --iters-per-epoch 1 -o "$T/u" "$T/batches.fst"
     [ "$status" -eq 1 ]
@@ -146,7 +154,8 @@ PY
     fine-patch --train --augment none --crop 32,64,64 --count 3 --seed 2 "$T/norm.fst" -o "$T/val.fst"
     fine-train --preset tiny --epochs 4 --iters-per-epoch 2 --val "$T/val.fst" --quiet --log "$T/log.jsonl" \
         -o "$T/r" "$T/batches.fst"
-    [ -e "$T/r/best.fst" ] && [ -e "$T/r/final.fst" ]
+    [ -e "$T/r/best.fst" ]
+    [ -e "$T/r/final.fst" ]
     "$FINE_PYTHON" - "$T/log.jsonl" "$T/r/best.fst" <<'PY'
 import sys, json, math, fine_stream
 rows = [json.loads(l) for l in open(sys.argv[1])]
