@@ -336,14 +336,18 @@ static int run(fine_model *m, fine_trainer *t, fine_train_opts *o, batch_src *sr
     signal(SIGTERM, on_signal);
     double loss_sum = 0, t0 = fine_now(), t_epoch = t0, last_dice = NAN;
     int64_t start = t->iteration, n = 0;
-    if (!a->quiet)
-        fprintf(stderr, "%s: %s, precision %s%s, %zu parameters, activations %.2f GB (recompute %s), %s lr %g, "
-                        "%lld iterations to go%s\n",
-                TOOL, t->be->name, t->be->precision(t->be->ctx), t->loss_scale > 0 ? " (loss scaling)" : "",
-                fine_model_live_params(m), (double)fine_net_bytes(t->net) / 1e9,
-                fine_recompute_name(fine_net_recompute(t->net)),
-                fine_optimizer_name(o->optimizer), o->lr, (long long)(total - t->iteration),
-                val ? "" : " (no --val: no best.fst)");
+    if (!a->quiet) {
+        double mb = (double)m->nfloats * sizeof(float) / 1e6;
+        fprintf(stderr, "%s: %s, precision %s%s, %zu parameters, %s lr %g, %lld iterations to go%s\n", TOOL,
+                t->be->name, t->be->precision(t->be->ctx), t->loss_scale > 0 ? " (loss scaling)" : "",
+                fine_model_live_params(m), fine_optimizer_name(o->optimizer), o->lr,
+                (long long)(total - t->iteration), val ? "" : " (no --val: no best.fst)");
+        /* one flat buffer each (fine_trainer), the activations planned once */
+        fprintf(stderr, "%s: memory: parameters %.1f MB, gradients %.1f MB, %s %.1f MB, activations %.1f MB "
+                        "(recompute %s)\n",
+                TOOL, mb, mb, t->moment2 ? "first and second moments" : "momentum", t->moment2 ? 2 * mb : mb,
+                (double)fine_net_bytes(t->net) / 1e6, fine_recompute_name(fine_net_recompute(t->net)));
+    }
     while (rc == 0 && t->iteration < total && !stop_requested) {
         int got = read_batch(src, c, B, x, labels, pos, &skip, e);
         if (got < 0) {

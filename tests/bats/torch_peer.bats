@@ -7,7 +7,7 @@
 load common
 
 TORCH_FINE="$BATS_TEST_DIRNAME/../../bench/torch_fine.py"
-FIXTURE="${FINE_PARITY_FIXTURE:-/work/shared/parity/fine-ref-small-b1.msgpack.zst}"
+FIXTURE="${FINE_PARITY_FIXTURE:-${FINE_SHARED:-$REPO/../shared}/parity/fine-ref-small-b1.msgpack.zst}"
 
 need_torch() {
     "$FINE_PYTHON" -c 'import torch' 2>/dev/null || skip "python3-torch not installed"
@@ -50,12 +50,11 @@ PY
 
 @test "torch_peer: fine-model run (logits and gradients) agrees with the torch model on a tiny model" {
     need_torch
-    command -v fine-model >/dev/null || skip "fine-model is not built yet (bin/fine-model missing)"
-    fine-model init --preset tiny --seed 3 -o "$T/m.fst" || skip "fine-model init does not work yet"
+    fine-model init --preset tiny --seed 3 -o "$T/m.fst"
     mk_patches "$T/p.fst" 2
     run fine-model run --model "$T/m.fst" --grad --batch 2 "$T/p.fst" "$T/l.fst"
     echo "$output"
-    [ "$status" -eq 0 ] || skip "fine-model run --grad does not work yet"
+    [ "$status" -eq 0 ]
     run "$FINE_PYTHON" "$TORCH_FINE" compare --model "$T/m.fst" --input "$T/p.fst" \
         --logits "$T/l.fst" --grads "$T/l.fst"
     echo "$output"
