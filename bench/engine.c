@@ -110,6 +110,28 @@ static int run_case(const char *preset, int B, int backward, int iters, double *
     return 0;
 }
 
+static int sgemm_in_child(int n, double *gflops)
+{
+    int p[2];
+    if (pipe(p) < 0)
+        return -1;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(p[0]);
+        char line[64];
+        int len = snprintf(line, sizeof line, "%.6f\n", sgemm_gflops(n));
+        _exit(write(p[1], line, (size_t)len) == len ? 0 : 1);
+    }
+    close(p[1]);
+    char buf[64] = {0};
+    ssize_t k = read(p[0], buf, sizeof buf - 1);
+    close(p[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    return k > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0 && sscanf(buf, "%lf", gflops) == 1 ? 0 : -1;
+}
+
 /* The PyTorch peer in the same run, when python3-torch is installed. */
 static int run_torch(const char *preset, int B, int backward, int iters, int threads, double *fwd_ms, double *both_ms,
                      double *rss_mb)
@@ -143,7 +165,13 @@ int main(int argc, char **argv)
     if (threads <= 0)
         threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     fine_nn_set_threads(threads);
-    double peak = sgemm_gflops(2048);
+    /* sgemm in a child too: with OpenMP's OpenBLAS, a parallel region in this process would
+     * leave the forked children's OpenMP runtime spinning (libgomp does not survive fork) */
+    double peak;
+    if (sgemm_in_child(2048, &peak) < 0) {
+        printf("bench/engine: the sgemm child failed\n");
+        return 1;
+    }
     printf("bench/engine: %d threads; OpenBLAS sgemm 2048^3: %.1f GFLOP/s (the practical peak)\n", threads, peak);
     struct {
         const char *preset;
