@@ -107,7 +107,7 @@ struct fine_net {
     int eval;                           /* evaluation only: no backward, pooled block buffers */
     int recompute;                      /* training nets: fine_recompute */
     /* 0, 1: evaluation nets: block outputs in turn; 2: forward temporaries; 3: training nets:
-     * the block buffers the backward recomputes (qkv, attention probabilities, GELU output) */
+     * the block buffers the backward recomputes (plan_layer: by recompute level) */
     bump pool[4];
     size_t pool_max[4], main_bytes;
     size_t max_act, max_hid, max_win, max_win3, max_gt, att_scratch_n, max_tok;
