@@ -182,6 +182,14 @@ static void fit_drop(fit_state *s)
     s->has_image = s->has_label = 0;
 }
 
+/* "case ID: " before e's message */
+static void prefix_case(fine_err *e, const char *cid)
+{
+    char where[FINE_CASE_MAX + 8];
+    snprintf(where, sizeof where, "case %s", cid);
+    fine_err_prefix(e, where);
+}
+
 static int fit_case(fit_state *s, fine_err *e)
 {
     const char *cid = fit_held(s);
@@ -212,8 +220,7 @@ static int fit_case(fit_state *s, fine_err *e)
         fine_tensor_free(&ci);
         fine_tensor_free(&cl);
         if (n < 0) {
-            fine_err_prefix(e, cid);
-            fine_err_prefix(e, "case");
+            prefix_case(e, cid);
             return -1;
         }
         s->fg_voxels += n;
@@ -518,9 +525,13 @@ static int check_pair(const fine_record *rec, int is_img, int max_label, last_vo
     fine_geometry g;
     if (fine_record_str(rec, "case", cid, sizeof cid, e) < 0)
         return -1;
-    if (fine_record_tensor_view(rec, NULL, &t, e) < 0 || fine_record_geometry(rec, &g, e) < 0) {
-        fine_err_prefix(e, cid);
-        fine_err_prefix(e, "case");
+    if (fine_record_tensor_view(rec, NULL, &t, e) < 0) {
+        prefix_case(e, cid);
+        return -1;
+    }
+    if (fine_record_geometry(rec, &g, e) < 0) {
+        fine_tensor_free(&t);
+        prefix_case(e, cid);
         return -1;
     }
     int rc = is_img ? 0 : fine_check_label(&t, max_label, cid, e);
@@ -556,8 +567,7 @@ static int apply_image(fine_writer *w, const fine_record *rec, const fine_norm_s
     fine_tensor in, out;
     fine_geometry g;
     if (fine_record_tensor_view(rec, NULL, &in, e) < 0 || fine_record_geometry(rec, &g, e) < 0) {
-        fine_err_prefix(e, cid);
-        fine_err_prefix(e, "case");
+        prefix_case(e, cid);
         return -1;
     }
     double mean, std;
@@ -568,8 +578,7 @@ static int apply_image(fine_writer *w, const fine_record *rec, const fine_norm_s
     int rc = fine_norm_apply(&in, st, &out, &mean, &std, e);
     fine_tensor_free(&in);
     if (rc < 0) {
-        fine_err_prefix(e, cid);
-        fine_err_prefix(e, "case");
+        prefix_case(e, cid);
         return -1;
     }
     fine_map *m = fine_map_new("volume");
