@@ -210,29 +210,6 @@ int fine_mask_box(const uint8_t *mask, const int64_t size[3], int64_t lo[3], int
 #define NZ_INT(v) ((v) != 0)
 #define NZ_F16(v) (((v) & 0x7fff) != 0)
 
-/* Index of the first non-finite value of a float tensor, or -1. */
-static int64_t first_nonfinite(const fine_tensor *t)
-{
-    int64_t n = fine_tensor_numel(t);
-    if (t->dtype == FINE_F32) {
-        const uint32_t *p = t->data; /* exponent all ones: inf or NaN */
-        for (int64_t i = 0; i < n; i++)
-            if ((p[i] & 0x7f800000u) == 0x7f800000u)
-                return i;
-    } else if (t->dtype == FINE_F64) {
-        const double *p = t->data;
-        for (int64_t i = 0; i < n; i++)
-            if (!isfinite(p[i]))
-                return i;
-    } else if (t->dtype == FINE_F16) {
-        const uint16_t *p = t->data;
-        for (int64_t i = 0; i < n; i++)
-            if ((p[i] & 0x7c00) == 0x7c00)
-                return i;
-    }
-    return -1;
-}
-
 int fine_crop_box(const fine_tensor *image, int64_t lo[3], int64_t hi[3], fine_err *e)
 {
     if (is_3d(image, e) < 0)
@@ -240,7 +217,7 @@ int fine_crop_box(const fine_tensor *image, int64_t lo[3], int64_t hi[3], fine_e
     const int64_t Z = image->shape[0], Y = image->shape[1], X = image->shape[2];
     if (Z <= 0 || Y <= 0 || X <= 0)
         return fine_err_set(e, "image is empty (%lldx%lldx%lld voxels)", (long long)Z, (long long)Y, (long long)X);
-    int64_t bad = first_nonfinite(image);
+    int64_t bad = fine_tensor_first_nonfinite(image);
     if (bad >= 0)
         return fine_err_set(e, "non-finite intensity (%s) at voxel (%lld, %lld, %lld) (z, y, x)",
                             isnan(fine_tensor_get(image, bad)) ? "NaN" : "inf", (long long)(bad / (Y * X)),

@@ -242,3 +242,26 @@ void fine_tensor_range(const fine_tensor *t, double *min, double *max)
     *min = lo;
     *max = hi;
 }
+
+/* Index of the first non-finite value of a float tensor, or -1. */
+int64_t fine_tensor_first_nonfinite(const fine_tensor *t)
+{
+    int64_t n = fine_tensor_numel(t);
+    if (t->dtype == FINE_F32) {
+        const uint32_t *p = t->data; /* exponent all ones: inf or NaN */
+        for (int64_t i = 0; i < n; i++)
+            if ((p[i] & 0x7f800000u) == 0x7f800000u)
+                return i;
+    } else if (t->dtype == FINE_F64) {
+        const double *p = t->data;
+        for (int64_t i = 0; i < n; i++)
+            if (!isfinite(p[i]))
+                return i;
+    } else if (t->dtype == FINE_F16) {
+        const uint16_t *p = t->data;
+        for (int64_t i = 0; i < n; i++)
+            if ((p[i] & 0x7c00) == 0x7c00)
+                return i;
+    }
+    return -1;
+}

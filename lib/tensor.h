@@ -59,6 +59,9 @@ void fine_tensor_free(fine_tensor *t);
 
 /* Element i as a double (any dtype). */
 double fine_tensor_get(const fine_tensor *t, int64_t i);
+/* Index of the first NaN or infinite value of a float tensor (f16, f32, f64), or -1 (integer
+ * tensors: -1). */
+int64_t fine_tensor_first_nonfinite(const fine_tensor *t);
 /* Stores v into element i, rounding to nearest and saturating for integer dtypes. */
 void fine_tensor_set(fine_tensor *t, int64_t i, double v);
 

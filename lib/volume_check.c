@@ -2,37 +2,13 @@
 
 #include <math.h>
 #include <stdint.h>
-#include <string.h>
-
-/* Index of the first NaN or infinite value of a float tensor (exponent bits all ones), or -1. */
-static int64_t first_nonfinite(const fine_tensor *t)
-{
-    int64_t n = fine_tensor_numel(t);
-    if (t->dtype == FINE_F32) {
-        const uint32_t *p = t->data;
-        for (int64_t i = 0; i < n; i++)
-            if ((p[i] & 0x7f800000u) == 0x7f800000u)
-                return i;
-    } else if (t->dtype == FINE_F64) {
-        const uint64_t *p = t->data;
-        for (int64_t i = 0; i < n; i++)
-            if ((p[i] & 0x7ff0000000000000ull) == 0x7ff0000000000000ull)
-                return i;
-    } else if (t->dtype == FINE_F16) {
-        const uint16_t *p = t->data;
-        for (int64_t i = 0; i < n; i++)
-            if ((p[i] & 0x7c00u) == 0x7c00u)
-                return i;
-    }
-    return -1;
-}
 
 int fine_check_image(const fine_tensor *img, const char *case_id, fine_err *e)
 {
     if (img->ndim < 3 || fine_tensor_numel(img) == 0)
         return fine_err_set(e, "case %s: the image is empty (%d dimensions, %lld voxels)", case_id, img->ndim,
                             (long long)(img->ndim ? fine_tensor_numel(img) : 0));
-    int64_t bad = first_nonfinite(img);
+    int64_t bad = fine_tensor_first_nonfinite(img);
     if (bad >= 0) {
         const int64_t *s = img->shape + img->ndim - 3;
         int64_t v = bad % (s[0] * s[1] * s[2]);

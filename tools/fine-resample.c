@@ -18,6 +18,7 @@
 #include "resample.h"
 #include "stream.h"
 #include "volume.h"
+#include "volume_check.h"
 
 static const char *TOOL = "fine-resample";
 
@@ -98,29 +99,6 @@ typedef struct options {
 } options;
 
 /* ---------------------------------------------------------------- small helpers */
-
-/* 1 (with the value in *bad) when a label value is outside 0..max_label. */
-static int label_out_of_range(const fine_volume *lab, int max_label, double *bad)
-{
-    int64_t n = fine_tensor_numel(&lab->data);
-    if (lab->data.dtype == FINE_U8) {
-        const uint8_t *p = lab->data.data;
-        for (int64_t i = 0; i < n; i++)
-            if (p[i] > max_label) {
-                *bad = p[i];
-                return 1;
-            }
-        return 0;
-    }
-    for (int64_t i = 0; i < n; i++) {
-        double v = fine_tensor_get(&lab->data, i);
-        if (!(v >= 0 && v <= max_label)) {
-            *bad = v;
-            return 1;
-        }
-    }
-    return 0;
-}
 
 /* --cases: a file, @FILE, or a comma list. */
 static int parse_cases(const char *arg, fine_case_list *list, fine_err *e)
@@ -226,14 +204,6 @@ static int cases_from_files(char **files, int n, const char *case_id, fine_datas
 
 /* ---------------------------------------------------------------- one case */
 
-static int same_spacing(const double a[3], const double b[3])
-{
-    for (int d = 0; d < 3; d++)
-        if (fabs(a[d] - b[d]) > 1e-5 * fmax(fabs(a[d]), fabs(b[d])))
-            return 0;
-    return 1;
-}
-
 /* Checks a case's image and label; returns 0 or -1 with e naming the case. */
 static int check_case(const fine_volume *img, const fine_volume *lab, const options *o, fine_err *e)
 {
@@ -252,22 +222,14 @@ static int check_case(const fine_volume *img, const fine_volume *lab, const opti
                             img->case_id, (long long)b[0], (long long)(lab->data.ndim > 1 ? b[1] : 0),
                             (long long)(lab->data.ndim > 2 ? b[2] : 0), (long long)a[0], (long long)a[1],
                             (long long)a[2]);
-    if (!same_spacing(g->spacing, lab->geom.spacing))
-        return fine_err_set(e, "case %s: label spacing %gx%gx%g differs from image spacing %gx%gx%g", img->case_id,
-                            lab->geom.spacing[0], lab->geom.spacing[1], lab->geom.spacing[2], g->spacing[0],
-                            g->spacing[1], g->spacing[2]);
+    if (fine_check_same_spacing(g->spacing, lab->geom.spacing, img->case_id, e) < 0)
+        return -1;
     for (int d = 0; d < 3; d++)
         if (lab->geom.size[d] != lab->geom.crop_hi[d] - lab->geom.crop_lo[d] ||
             lab->geom.crop_lo[d] != g->crop_lo[d])
             return fine_err_set(e, "case %s: label and image cover different boxes of the original grid",
                                 img->case_id);
-    double bad;
-    if (!fine_dtype_is_int(lab->data.dtype))
-        return fine_err_set(e, "case %s: label has dtype %s; labels are integers", img->case_id,
-                            fine_dtype_name(lab->data.dtype));
-    if (label_out_of_range(lab, o->max_label, &bad))
-        return fine_err_set(e, "case %s: label value %g outside 0..%d", img->case_id, bad, o->max_label);
-    return 0;
+    return fine_check_label(&lab->data, o->max_label, img->case_id, e);
 }
 
 static int put_volume(fine_writer *w, const fine_volume *v, const char *source, fine_err *e)
