@@ -58,11 +58,16 @@ endif
 endif
 ifeq ($(CUDA),1)
 CUDA_LIBDIR := $(CUDA_HOME)/lib64
-NVCCFLAGS := -std=c++17 -O2 -lineinfo -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+NVCCFLAGS := -std=c++17 -O2 -lineinfo -Xcompiler -fPIC -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
              -Xcompiler -Wall,-Wextra,-Werror -Ilib -I$(CUDNN_HOME)/include
 CUDA_SRC  := $(sort $(wildcard lib/nn/cuda/*.cu))
 CUDA_OBJ  := $(CUDA_SRC:%.cu=$(BUILD)/%.o)
-CUDA_DEFS := -DFINE_HAVE_CUDA
+# The CUDA backend is a shared object that tools load only when asked for a GPU (backend.c):
+# the CUDA libraries cost every tool start about half a second. It carries position-independent
+# copies of the two library files it calls into.
+CUDA_SO   := $(BUILD)/lib/fine/libfine-cuda.so
+CUDA_PIC  := $(BUILD)/pic/lib/error.o $(BUILD)/pic/lib/nn/conv_cache.o
+CUDA_DEFS := -DFINE_HAVE_CUDA -DFINE_CUDA_SO=\"$(abspath $(CUDA_SO))\"
 CUDA_LIBS := -Wl,--as-needed -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcudart -lcublas \
              $(CUDNN_LIBDIR)/libcudnn.so.9 -Wl,-rpath,$(CUDNN_LIBDIR) -lstdc++ -Wl,--no-as-needed
 endif
@@ -73,7 +78,7 @@ ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -fopenmp -DFINE_VERSION=\"$(VERSION)\" -Wal
 ALL_LDFLAGS := -fopenmp $(SANFLAGS) $(LDFLAGS)
 
 LIB_SRC   := $(sort $(wildcard lib/*.c lib/*/*.c))
-LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CUDA_OBJ)
+LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
 LIB_A     := $(BUILD)/libfine.a
 TOOL_SRC  := $(sort $(wildcard tools/*.c))
 TOOLS     := $(TOOL_SRC:tools/%.c=$(BIN)/%)
@@ -85,11 +90,11 @@ BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCHES   := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 GPU_SRC   := $(sort $(wildcard tests/gpu/*.c))
 GPUTESTS  := $(GPU_SRC:tests/gpu/%.c=$(BUILD)/tests/gpu/%)
-LINK_LIBS := $(DEP_LIBS) $(CUDA_LIBS)
+LINK_LIBS := $(DEP_LIBS) -ldl
 
-.PHONY: all deps test bench install clean demo
+.PHONY: all deps test test-long bench install clean demo
 
-all: $(LIB_A) $(TOOLS) $(UNITS) $(HELPERS) $(BENCHES) $(GPUTESTS)
+all: $(LIB_A) $(TOOLS) $(UNITS) $(HELPERS) $(BENCHES) $(GPUTESTS) $(if $(CUDA_OBJ),$(CUDA_SO))
 
 $(BUILD)/%.o: %.c Makefile
 	@mkdir -p $(dir $@)
@@ -98,6 +103,14 @@ $(BUILD)/%.o: %.c Makefile
 $(BUILD)/%.o: %.cu $(wildcard lib/*.h lib/nn/*.h lib/nn/cuda/*.h) Makefile
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) $(DEP_CFLAGS) -c $< -o $@
+
+$(BUILD)/pic/%.o: %.c Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -fPIC -c $< -o $@
+
+$(CUDA_SO): $(CUDA_OBJ) $(CUDA_PIC) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) -shared -Wl,-Bsymbolic -Wl,--no-undefined $(CUDA_OBJ) $(CUDA_PIC) $(CUDA_LIBS) -lm -o $@
 
 $(LIB_A): $(LIB_OBJ)
 	@rm -f $@
@@ -144,6 +157,11 @@ test: all
 	    FINE_PYTHON=$(PYTHON) FINE_CUDA=$(CUDA) \
 	    FINE_SANITIZE=$(SANITIZE) FINE_SHARED=$(abspath ../shared) tests/run
 
+# Tests that take minutes (the one-case overfit figure of issue 5): not part of make test.
+test-long: all
+	@FINE_BIN=$(abspath $(BIN)) FINE_PYTHON=$(PYTHON) FINE_HELPERS=$(abspath $(BUILD)/tests/helpers) \
+	    bats --tap tests/long
+
 # The main job on synthetic data: fine-synth cases through the whole pipeline (pipelines/Makefile).
 demo: all
 	@$(MAKE) --no-print-directory -C pipelines demo
@@ -157,6 +175,7 @@ install: all
 	    $(DESTDIR)$(PREFIX)/share/fine/python
 	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
+	$(if $(CUDA_OBJ),install -d $(DESTDIR)$(PREFIX)/lib/fine && install -m 755 $(CUDA_SO) $(DESTDIR)$(PREFIX)/lib/fine/)
 	install -d $(DESTDIR)$(PREFIX)/include/fine/nn
 	install -m 644 $(filter-out lib/stream_internal.h,$(wildcard lib/*.h)) $(DESTDIR)$(PREFIX)/include/fine/
 	install -m 644 $(filter-out lib/nn/ops_vec.h,$(wildcard lib/nn/*.h)) $(DESTDIR)$(PREFIX)/include/fine/nn/
@@ -165,4 +184,4 @@ install: all
 clean:
 	rm -rf build bin
 
--include $(LIB_SRC:%.c=$(BUILD)/%.d) $(GPU_SRC:%.c=$(BUILD)/%.d) $(TOOL_SRC:%.c=$(BUILD)/%.d) $(UNIT_SRC:%.c=$(BUILD)/%.d) $(HELP_SRC:%.c=$(BUILD)/%.d) $(BENCH_SRC:%.c=$(BUILD)/%.d)
+-include $(CUDA_PIC:%.o=%.d) $(LIB_SRC:%.c=$(BUILD)/%.d) $(GPU_SRC:%.c=$(BUILD)/%.d) $(TOOL_SRC:%.c=$(BUILD)/%.d) $(UNIT_SRC:%.c=$(BUILD)/%.d) $(HELP_SRC:%.c=$(BUILD)/%.d) $(BENCH_SRC:%.c=$(BUILD)/%.d)

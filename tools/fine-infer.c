@@ -36,7 +36,7 @@ static void usage(void)
            "  --device D         cpu (default), cuda or cuda:N (builds with the CUDA backend)\n"
            "  --precision P      auto (default: bf16 on a GPU with bf16 tensor cores, else fp32),\n"
            "                     fp32, or on cuda tf32, bf16, fp16\n"
-           "  --threads N        threads (default: all cores)\n"
+           "  --threads N        threads (default: OMP_NUM_THREADS, else all cores)\n"
            "  -f, --force        overwrite OUT\n"
            "  -q, --quiet        no progress line\n"
            "      --progress     progress line (patches/s) even when stderr is not a terminal\n"

@@ -35,7 +35,7 @@ static void usage(void)
            "  --batch B        batch size (describe: for memory and FLOPs; run: patches per pass)\n"
            "  --seed S         initialisation seed (default 0)\n"
            "  -o FILE          output checkpoint (init)\n"
-           "  --threads N      threads (default: all cores)\n"
+           "  --threads N      threads (default: OMP_NUM_THREADS, else all cores)\n"
            "  -f, --force      overwrite outputs\n"
            "  -h, --help, --version\n\n"
            "Examples:\n"

@@ -65,7 +65,7 @@ static void usage(void)
            "  --seed S             init and drop-path seed (default 12345)\n"
            "  --save-every N       epochs between latest.fst (default 50)\n"
            "  --log FILE           one JSON object per epoch (appended to on --resume)\n"
-           "  --threads N          CPU threads (default: all cores)\n"
+           "  --threads N          CPU threads (default: OMP_NUM_THREADS, else all cores)\n"
            "  --device D           cpu (default), cuda or cuda:N (builds with the CUDA backend)\n"
            "  --precision P        auto (default: bf16 on a GPU with bf16 tensor cores, else fp32),\n"
            "                       fp32, or on cuda tf32, bf16, fp16 (fp16 with dynamic loss scaling)\n"

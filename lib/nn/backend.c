@@ -1,13 +1,68 @@
 /* backend.c: choosing a backend by name (--device). The CUDA backend exists only in builds with
- * FINE_HAVE_CUDA (make finds nvcc and cuDNN); elsewhere "cuda" is a clear error. */
+ * FINE_HAVE_CUDA (make finds nvcc and cuDNN); elsewhere "cuda" is a clear error. It lives in its
+ * own shared object, libfine-cuda.so, loaded when a tool first opens "cuda": the CUDA runtime,
+ * cuBLAS and cuDNN take about half a second to load, which every tool start would otherwise
+ * pay (and a CPU-only run would need them installed). */
 #include "nn/backend.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #ifdef FINE_HAVE_CUDA
-fine_backend *fine_cuda_backend_open(int device, fine_err *e);
-void fine_cuda_backend_close(fine_backend *be);
+#include <dlfcn.h>
+#include <limits.h>
+#include <unistd.h>
+
+typedef fine_backend *(*cuda_open_fn)(int device, fine_err *e);
+
+/* Where libfine-cuda.so is, first found: $FINE_CUDA_LIB (the file); next to the executable's
+ * folder, in ../lib/fine/ (make install's layout); the build tree it was built in. */
+static void *load_cuda(const char *name, fine_err *e)
+{
+    const char *env = getenv("FINE_CUDA_LIB");
+    if (env && *env) {
+        void *h = dlopen(env, RTLD_NOW | RTLD_LOCAL);
+        if (!h)
+            fine_err_set(e, "%s: cannot load the CUDA backend from FINE_CUDA_LIB: %s", name, dlerror());
+        return h;
+    }
+    char exe[PATH_MAX], path[PATH_MAX + 32];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = 0;
+            snprintf(path, sizeof path, "%s/../lib/fine/libfine-cuda.so", exe);
+            if (access(path, R_OK) == 0) {
+                void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+                if (!h)
+                    fine_err_set(e, "%s: cannot load the CUDA backend: %s", name, dlerror());
+                return h;
+            }
+        }
+    }
+    void *h = dlopen(FINE_CUDA_SO, RTLD_NOW | RTLD_LOCAL);
+    if (!h)
+        fine_err_set(e, "%s: cannot load the CUDA backend: %s", name, dlerror());
+    return h;
+}
+
+/* The backend from libfine-cuda.so. The library stays loaded for the life of the process (the
+ * CUDA runtime does not support being unloaded); each call takes one more reference. */
+static fine_backend *cuda_open(const char *name, int device, fine_err *e)
+{
+    void *h = load_cuda(name, e);
+    if (!h)
+        return NULL;
+    cuda_open_fn open = (cuda_open_fn)dlsym(h, "fine_cuda_backend_open");
+    if (!open) {
+        fine_err_set(e, "%s: cannot load the CUDA backend: %s", name, dlerror());
+        return NULL;
+    }
+    return open(device, e);
+}
 #endif
 
 /* Parses "cuda" or "cuda:N" into N; -1 when name is not of that form. */
@@ -34,7 +89,7 @@ fine_backend *fine_backend_open(const char *name, fine_err *e)
         return NULL;
     }
 #ifdef FINE_HAVE_CUDA
-    return fine_cuda_backend_open(dev, e);
+    return cuda_open(name, dev, e);
 #else
     fine_err_set(e, "device '%s': this build has no CUDA backend (rebuild where nvcc and cuDNN are installed)",
                  name);
@@ -44,9 +99,7 @@ fine_backend *fine_backend_open(const char *name, fine_err *e)
 
 void fine_backend_close(fine_backend *be)
 {
-    if (!be || be == fine_backend_cpu())
+    if (!be || be == fine_backend_cpu() || !be->close)
         return;
-#ifdef FINE_HAVE_CUDA
-    fine_cuda_backend_close(be);
-#endif
+    be->close(be);
 }

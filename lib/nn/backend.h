@@ -26,6 +26,9 @@ typedef struct fine_backend {
     const char *name; /* "cpu" or "cuda:N" */
     void *ctx;
     int is_device;    /* 1 when pointers are device memory */
+    /* Releases the backend and everything it allocated (fine_backend_close calls it); NULL for
+     * the CPU backend, which is static. */
+    void (*close)(struct fine_backend *be);
 
     /* memory */
     void *(*alloc)(void *ctx, size_t bytes); /* NULL when out of memory; zeroed */

@@ -28,7 +28,7 @@
 extern "C" {
 #endif
 
-/* Sets the OpenMP and OpenBLAS thread counts (n <= 0: all cores). */
+/* Sets the OpenMP and OpenBLAS thread counts (n <= 0: OMP_NUM_THREADS when set, else all cores). */
 void fine_nn_set_threads(int n);
 
 /* ------------------------------------------------------------------ 3-D convolutions */

@@ -53,8 +53,8 @@
 
 void fine_nn_set_threads(int n)
 {
-    if (n <= 0)
-        n = omp_get_num_procs();
+    if (n <= 0) /* OMP_NUM_THREADS when set, else the cores this process may use */
+        n = omp_get_max_threads();
     omp_set_num_threads(n);
     openblas_set_num_threads(n);
 }

@@ -51,6 +51,14 @@ no_gpu() {
         [[ "$output" == "fine-train: "*"cuda:0"* ]]
         [ ! -e "$T/run/final.fst" ]
     fi
+    # the CUDA backend is a shared object loaded on demand; one that cannot be loaded is one line
+    FINE_CUDA_LIB="$T/missing.so" run fine-train --preset tiny --device cuda --epochs 1 --iters-per-epoch 1 \
+        -o "$T/run" "$T/b.fst"
+    [ "$status" -eq 1 ]
+    [ "${#lines[@]}" -eq 1 ]
+    [[ "$output" == "fine-train: cuda: cannot load the CUDA backend from FINE_CUDA_LIB: $T/missing.so: "* ||
+        "$output" == "fine-train: device 'cuda': this build has no CUDA backend"* ]]
+    [ ! -e "$T/run/final.fst" ]
     run fine-train --preset tiny --device cpu --epochs 1 --iters-per-epoch 1 -q -o "$T/run" "$T/b.fst"
     [ "$status" -eq 0 ]
     [ -s "$T/run/final.fst" ]

@@ -239,24 +239,25 @@ PY
     [[ "$output" == *"bad.txt:1"* ]]
 }
 
-@test "tiny fits one synthetic case, 13 organs, AdamW: training Dice from under 0.1 to above 0.6 in 600 iterations" {
-    [ "${FINE_SANITIZE:-0}" = 1 ] && skip "minutes of training under ASan; the release build runs it"
+@test "tiny learns one synthetic case, 13 organs, AdamW: training Dice from under 0.1 to above 0.4 in 300 iterations" {
+    [ "${FINE_SANITIZE:-0}" = 1 ] && skip "a minute of training under ASan; the release build runs it"
     fine-synth --cases 1 --scale 0.3 --seed 5 "$T/data" >/dev/null 2>&1
-    # the whole case in one 32x64x64 crop (28x65x65 voxels at 15x6.4x6.4 mm): memorising one input
+    # the whole case in one 32x64x64 crop (28x65x65 voxels at 15x6.4x6.4 mm): memorising one input.
+    # The full overfit (Dice above 0.9) takes minutes: tests/long/overfit.sh (make test-long).
     fine-resample --spacing 15,6.4,6.4 "$T/data" -o "$T/pre.fst"
     fine-normalize --fit "$T/data" -o "$T/stats.fst"
     fine-normalize --stats "$T/stats.fst" "$T/pre.fst" "$T/norm.fst"
     start=$(date +%s)
     fine-patch --train --augment none --crop 32,64,64 --seed 1 "$T/norm.fst" |
-        fine-train --preset tiny --optimizer adamw --lr 0.002 --epochs 24 --iters-per-epoch 25 --quiet \
-            --log "$T/log.jsonl" -o "$T/r"
-    echo "# 600 iterations in $(($(date +%s) - start)) s" >&3
+        fine-train --preset tiny --optimizer adamw --lr 0.004 --epochs 12 --iters-per-epoch 25 --threads 1 \
+            --quiet --log "$T/log.jsonl" -o "$T/r"
+    echo "# 300 iterations in $(($(date +%s) - start)) s" >&3
     "$FINE_PYTHON" - "$T/log.jsonl" <<'PY'
 import sys, json
 rows = [json.loads(l) for l in open(sys.argv[1])]
 d = [round(r["train_dice"], 3) for r in rows]
 print("training Dice (13-organ mean) per epoch of 25 iterations:", d)
 assert d[0] < 0.1, d                    # it starts at chance
-assert max(d[-3:]) > 0.6, d             # measured 0.70 after 600 (README, Training results)
+assert max(d[-2:]) > 0.4, d             # measured 0.53 after 300
 PY
 }

@@ -14,6 +14,8 @@
 #
 # Environment: FINE_GPU_BIN  a folder holding prebuilt parity, model, gpu, fine-train and
 #                            fine-infer (skips the build; for machines without the -dev packages)
+#                            (the CUDA backend they load, libfine-cuda.so, in FINE_GPU_BIN/../lib/fine/
+#                            as make install lays it out, or named by FINE_CUDA_LIB)
 #              FINE_GPU_LIB  extra library folder for those binaries (LD_LIBRARY_PATH)
 #              FINE_GPU_PATCHES  the patch stream of step 3 (default: made with fine-synth etc.)
 #              FINE_GPU_PEAK, FINE_GPU_PEAK_TF32, FINE_GPU_PEAK_BF16  the GPU's fp32, dense TF32

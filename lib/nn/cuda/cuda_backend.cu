@@ -15,6 +15,8 @@ typedef struct cuda_backend {
     char name[300];
 } cuda_backend;
 
+extern "C" void fine_cuda_backend_close(fine_backend *be);
+
 extern "C" void fine_cuda_fail(fine_cuda_ctx *c, const char *where, const char *what)
 {
     if (c->failed)
@@ -228,6 +230,7 @@ static void fill_table(fine_backend *b)
     b->set_precision = cu_set_precision;
     b->precision = cu_precision;
     b->peak_bytes = cu_peak;
+    b->close = fine_cuda_backend_close;
     b->copy_rows = fine_cu_copy_rows;
     b->axpy_rows = fine_cu_axpy_rows;
     b->sum_rows_acc = fine_cu_sum_rows_acc;
