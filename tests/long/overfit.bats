@@ -11,7 +11,7 @@ load ../bats/common
     fine-normalize --stats "$T/stats.fst" "$T/pre.fst" "$T/norm.fst"
     start=$(date +%s.%N)
     fine-patch --train --augment none --crop 32,64,64 --seed 1 "$T/norm.fst" |
-        fine-train --preset tiny --optimizer adamw --lr 0.004 --epochs 40 --iters-per-epoch 25 \
+        fine-train --preset tiny --optimizer adamw --lr 0.004 --epochs 60 --iters-per-epoch 25 \
             --quiet --log "$T/log.jsonl" -o "$T/r"
     end=$(date +%s.%N)
     "$FINE_PYTHON" - "$T/log.jsonl" "$start" "$end" "${FINE_OVERFIT_LIMIT_S:-120}" >&3 <<'PY'
