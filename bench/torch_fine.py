@@ -411,8 +411,9 @@ class PatchEmbed(nn.Module):
     def __init__(self, cin, E, patch):
         super().__init__()
         self.patch = patch
+        # (2,2,2) then patch / 2: the reference's strides for its patches 2,4,4 and 4,4,4
         self.proj1 = ConvStage(cin, E // 2, (2, 2, 2), False)
-        self.proj2 = ConvStage(E // 2, E, (1, 2, 2), True)
+        self.proj2 = ConvStage(E // 2, E, tuple(p // 2 for p in patch), True)
         self.norm = nn.LayerNorm(E)
 
     def forward(self, x):
@@ -445,8 +446,8 @@ class FineTorch(nn.Module):
     def __init__(self, config):
         super().__init__()
         cfg = _normalise_config(config)
-        if list(cfg["patch"]) != [2, 4, 4]:
-            raise ValueError("config: only patch 2,4,4 is supported")
+        if list(cfg["patch"]) not in ([2, 4, 4], [4, 4, 4]):
+            raise ValueError("config: only patch 2,4,4 or 4,4,4 is supported")
         if cfg["gt_num"] != 1:
             raise ValueError("config: only gt_num 1 is supported")
         if cfg["vt_map"][1] < 2 or cfg["vt_map"][2] < 2:
@@ -487,7 +488,8 @@ class FineTorch(nn.Module):
         self.encoder = Up()
         self.encoder.layers = nn.ModuleList(dec)
         p = cfg["patch"]
-        self.final = nn.ModuleList([Head(E, K, tuple(p)), Head(2 * E, K, (2 * p[0], p[1], p[2]))])
+        # final.1 upsamples by 4 whatever the patch (the reference builds it so)
+        self.final = nn.ModuleList([Head(E, K, tuple(p)), Head(2 * E, K, (4, 4, 4))])
         self.register_buffer("vt_check", torch.zeros(nV, 1), persistent=False)
         self.reset_tokens()
 

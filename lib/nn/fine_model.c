@@ -53,15 +53,29 @@ int fine_config_preset(fine_config *c, const char *name)
     return 0;
 }
 
+void fine_embed_strides(const fine_config *c, int s1[3], int s2[3])
+{
+    for (int d = 0; d < 3; d++) {
+        s1[d] = 2;
+        s2[d] = c->patch[d] / 2;
+    }
+}
+
+void fine_head_kernel(const fine_config *c, int h, int k[3])
+{
+    for (int d = 0; d < 3; d++)
+        k[d] = h == 0 ? c->patch[d] : 4;
+}
+
 int fine_config_check(const fine_config *c, fine_err *e)
 {
     if (c->in_chans < 1 || c->in_chans > 16)
         return fine_err_set(e, "config: in_chans %d must be 1..16", c->in_chans);
     if (c->num_classes < 2 || c->num_classes > 255)
         return fine_err_set(e, "config: num_classes %d must be 2..255", c->num_classes);
-    if (c->patch[0] != 2 || c->patch[1] != 4 || c->patch[2] != 4)
-        return fine_err_set(e, "config: patch %d,%d,%d: only 2,4,4 is supported", c->patch[0],
-                            c->patch[1], c->patch[2]);
+    if ((c->patch[0] != 2 && c->patch[0] != 4) || c->patch[1] != 4 || c->patch[2] != 4)
+        return fine_err_set(e, "config: patch %d,%d,%d: 2,4,4 and 4,4,4 are supported (the reference's two)",
+                            c->patch[0], c->patch[1], c->patch[2]);
     if (c->gt_num != 1)
         return fine_err_set(e, "config: gt_num %d: only 1 memory token per window is supported", c->gt_num);
     if (c->embed_dim < 2 || c->embed_dim % 2)
@@ -291,8 +305,11 @@ int fine_model_build(fine_model *m, const fine_config *c, fine_err *e)
         snprintf(p, sizeof p, "encoder.layers.%d.Upsample.up", k);
         add_conv(&t, p, 2 * C, C, 2, 2, 2, C);
     }
-    add_conv(&t, "final.0.up", E, K, c->patch[0], c->patch[1], c->patch[2], K);
-    add_conv(&t, "final.1.up", 2 * E, K, 2 * c->patch[0], c->patch[1], c->patch[2], K);
+    int k0[3], k1[3];
+    fine_head_kernel(c, 0, k0);
+    fine_head_kernel(c, 1, k1);
+    add_conv(&t, "final.0.up", E, K, k0[0], k0[1], k0[2], K);
+    add_conv(&t, "final.1.up", 2 * E, K, k1[0], k1[1], k1[2], K);
     if (t.oom) {
         free(t.p);
         return fine_err_set(e, "out of memory");

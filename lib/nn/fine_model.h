@@ -45,6 +45,16 @@ int fine_config_preset(fine_config *c, const char *name);
 /* Checks a configuration; -1 with e naming the first bad field. */
 int fine_config_check(const fine_config *c, fine_err *e);
 
+/* The strides of the patch embedding's two strided convolutions (B 1.2 rows 2 and 5): (2,2,2),
+ * then patch / 2 per axis, so that they multiply to the patch. This is the reference's
+ * PatchEmbed for the two patch sizes it runs, 2,4,4 (BCV: then (1,2,2)) and 4,4,4 (then (2,2,2));
+ * fine_config_check accepts those two. */
+void fine_embed_strides(const fine_config *c, int s1[3], int s2[3]);
+
+/* The kernel (= stride) of head h's ConvTranspose3d: the patch for head 0 (final.0), 4,4,4 for
+ * head 1 (final.1, whatever the patch, as the reference builds it). */
+void fine_head_kernel(const fine_config *c, int h, int k[3]);
+
 typedef struct fine_param {
     char name[FINE_NAME_LEN];
     int ndim;

@@ -306,12 +306,13 @@ static void plan(fine_net *n, bump *b, bump *d)
     n->conv_scratch_n = n->att_scratch_n = n->max_tok = 0;
 
     /* patch embedding: conv k3 stride (2,2,2) -> GELU -> LN, conv k3 -> GELU -> LN,
-     * conv k3 stride (1,2,2) -> GELU -> LN, conv k3 -> LN (B 1.2 rows 2-7) */
+     * conv k3 stride patch/2 ((1,2,2) for bcv) -> GELU -> LN, conv k3 -> LN (B 1.2 rows 2-7) */
     int64_t r0[3] = {c->crop[0], c->crop[1], c->crop[2]}, r1[3], r2[3], r3[3], r4[3];
-    int s222[3] = {2, 2, 2}, s111[3] = {1, 1, 1}, s122[3] = {1, 2, 2};
+    int s222[3] = {2, 2, 2}, s111[3] = {1, 1, 1}, se1[3], se2[3];
+    fine_embed_strides(c, se1, se2);
     /* evaluation nets: each stage's buffers in pool 0 or 1 in turn (a stage reads the last) */
     bump *e0 = n->eval ? pool_start(n, 0) : b;
-    n->c1 = conv_plan(n, e0, c->in_chans, r0, H, 3, s222, 1, r1);
+    n->c1 = conv_plan(n, e0, c->in_chans, r0, H, 3, se1, 1, r1);
     int64_t v1 = r1[0] * r1[1] * r1[2];
     n->a1 = temporary(n, (size_t)(B * H * v1));
     n->t1 = take(e0, (size_t)(B * H * v1));
@@ -330,7 +331,7 @@ static void plan(fine_net *n, bump *b, bump *d)
     n->n2cf = take(e1, (size_t)(B * H * v1));
     pool_end(n, 1);
     e0 = n->eval ? pool_start(n, 0) : b;
-    n->c3 = conv_plan(n, e0, H, r2, E, 3, s122, 1, r3);
+    n->c3 = conv_plan(n, e0, H, r2, E, 3, se2, 1, r3);
     int64_t v3 = r3[0] * r3[1] * r3[2];
     n->a3 = temporary(n, (size_t)(B * E * v3));
     n->t3 = take(e0, (size_t)(B * E * v3));
@@ -389,7 +390,7 @@ static void plan(fine_net *n, bump *b, bump *d)
         memset(t, 0, sizeof *t);
         t->B = B, t->Cin = s->C, t->D = s->res[0], t->H = s->res[1], t->W = s->res[2];
         t->Cout = K;
-        t->k[0] = c->patch[0] * (h + 1), t->k[1] = c->patch[1], t->k[2] = c->patch[2];
+        fine_head_kernel(c, h, t->k);
         t->out_channels_last = 0;
         if (n->be->convT3d_scratch(n->be->ctx, t) > n->conv_scratch_n)
             n->conv_scratch_n = n->be->convT3d_scratch(n->be->ctx, t);
@@ -1296,7 +1297,10 @@ double fine_net_forward_flops(const fine_model *m, int B)
 {
     const fine_config *c = &m->cfg;
     double f = 0, E = c->embed_dim, H = E / 2;
-    double v1 = (double)(c->crop[0] / 2) * (c->crop[1] / 2) * (c->crop[2] / 2);
+    int se1[3], se2[3], k1[3];
+    fine_embed_strides(c, se1, se2);
+    fine_head_kernel(c, 1, k1);
+    double v1 = (double)(c->crop[0] / se1[0]) * (c->crop[1] / se1[1]) * (c->crop[2] / se1[2]);
     double v3 = (double)(c->crop[0] / c->patch[0]) * (c->crop[1] / c->patch[1]) * (c->crop[2] / c->patch[2]);
     f += 2 * v1 * H * c->in_chans * 27 + 2 * v1 * H * H * 27 + 2 * v3 * E * H * 27 + 2 * v3 * E * E * 27;
     for (int pass = 0; pass < 2; pass++) {
@@ -1320,6 +1324,7 @@ double fine_net_forward_flops(const fine_model *m, int B)
     }
     double K = c->num_classes;
     f += 2 * (double)c->crop[0] * c->crop[1] * c->crop[2] * K * E;           /* final.0 */
-    f += 2 * (double)c->crop[0] * c->crop[1] / 2 * c->crop[2] / 2 * K * 2 * E; /* final.1 */
+    const fine_stage_dims *d1 = &m->dec[1];                                   /* final.1 */
+    f += 2 * (double)(d1->res[0] * k1[0]) * (d1->res[1] * k1[1]) * (d1->res[2] * k1[2]) * K * 2 * E;
     return f * B;
 }

@@ -247,8 +247,12 @@ double fine_train_step(fine_trainer *t, fine_model *m, const fine_train_opts *o,
     void *cx = be->ctx;
     fine_net_forward(t->net, m, x, pos, 1, o->seed ^ (uint64_t)t->iteration);
     const uint8_t *y = labels_on(t, labels, B * L0);
-    /* head 1's target: nearest-neighbour downsampling by (1, 2, 2) (B 5.2) */
-    int f[3] = {1, 2, 2};
+    /* head 1's target: nearest-neighbour downsampling to head 1's grid, by (1, 2, 2) for
+     * patch 2,4,4 (B 5.2) */
+    int f[3], k1[3];
+    fine_head_kernel(c, 1, k1);
+    for (int d = 0; d < 3; d++)
+        f[d] = (int)(c->crop[d] / (m->dec[1].res[d] * k1[d]));
     be->downsample_labels(cx, t->target1, y, B, c->crop[0], c->crop[1], c->crop[2], f);
     const float *l0 = fine_net_logits(t->net, 0), *l1 = fine_net_logits(t->net, 1);
     be->zero(cx, t->dlog0, (size_t)(B * K * L0) * sizeof(float));

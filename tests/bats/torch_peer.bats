@@ -32,16 +32,17 @@ need_torch() {
 }
 
 # mk_patches PATH N: N random patches [1,32,64,64] (the tiny crop) with distinct positions
-mk_patches() {
+mk_patches() { # mk_patches OUT N [CROP]: N random patches, crop 32,64,64 by default
     "$FINE_PYTHON" - "$@" <<'PY'
 import sys
 import numpy as np
 import fine_stream
 path, n = sys.argv[1], int(sys.argv[2])
+crop = tuple(int(v) for v in sys.argv[3].split(",")) if len(sys.argv) > 3 else (32, 64, 64)
 rng = np.random.default_rng(11)
 poss = [[0, -150, 100], [7, 240, -260], [-3, 0, 0]]
 recs = [{"type": "patch", "case": "T%d" % i, "name": "image",
-         "array": rng.standard_normal((1, 32, 64, 64)).astype(np.float32),
+         "array": rng.standard_normal((1,) + crop).astype(np.float32),
          "origin": [0, 0, 0], "pos": poss[i % len(poss)], "volume_size": [64, 128, 128]}
         for i in range(n)]
 fine_stream.write(path, recs, tool="mk_patches", args=sys.argv)
@@ -66,4 +67,30 @@ PY
     echo "$output"
     [ "$status" -eq 1 ]
     [[ "$output" == *"compare FAIL"* ]]
+}
+
+@test "torch_peer: patch 4,4,4 (the reference's other patch size): fine-model run agrees with the torch model" {
+    need_torch
+    # the embedding's strides become (2,2,2) twice and final.1 stays 4,4,4 (fine_embed_strides)
+    fine-model init --preset tiny --set patch=4,4,4 --set crop=64,64,64 --seed 3 -o "$T/m.fst"
+    run fine-model describe --model "$T/m.fst"
+    [[ "$output" == *"encoder stage 0: 16x16x16 tokens"* ]]
+    mk_patches "$T/p.fst" 2 64,64,64
+    run fine-model run --model "$T/m.fst" --grad --batch 2 "$T/p.fst" "$T/l.fst"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    # head 1 is at half the crop in every axis: 14 x 32x32x32 per patch
+    "$FINE_PYTHON" - "$T/l.fst" <<'PY'
+import sys, fine_stream
+recs = [r for r in fine_stream.read(sys.argv[1]) if r.get("type") == "logits"]
+assert len(recs) == 2, len(recs)
+for r in recs:
+    assert r["head0"].shape == (14, 64, 64, 64), r["head0"].shape
+    assert r["head1"].shape == (14, 32, 32, 32), r["head1"].shape
+PY
+    run "$FINE_PYTHON" "$TORCH_FINE" compare --model "$T/m.fst" --input "$T/p.fst" \
+        --logits "$T/l.fst" --grads "$T/l.fst"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [[ "$output" == *"compare PASS"* ]]
 }

@@ -243,3 +243,20 @@ PY
     [ "$status" -eq 1 ]
     [[ "$output" == *"bad.txt:1"* ]]
 }
+
+@test "patch 4,4,4: fine-train trains it (head 1's target at half the crop), and a patch the reference never ran is refused" {
+    fine-patch --train --augment none --crop 64,64,64 --count 4 --seed 1 "$NORM" -o "$T/b64.fst"
+    fine-train --preset tiny --set patch=4,4,4 --set crop=64,64,64 --optimizer adamw --epochs 2 \
+        --iters-per-epoch 2 --quiet --log "$T/log.jsonl" -o "$T/r" "$T/b64.fst"
+    [ -s "$T/r/final.fst" ]
+    "$FINE_PYTHON" - "$T/log.jsonl" <<'PY'
+import sys, json, math
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert len(rows) == 2 and all(math.isfinite(r["loss"]) for r in rows), rows
+PY
+    fine-model describe --model "$T/r/final.fst" | grep -q '^patch=4,4,4$'
+    run fine-train --preset tiny --set patch=2,2,2 -o "$T/x" "$T/b64.fst"
+    [ "$status" -ne 0 ]
+    [[ "$output" == *"patch 2,2,2: 2,4,4 and 4,4,4 are supported"* ]] || false
+    [ ! -e "$T/x/final.fst" ]
+}
