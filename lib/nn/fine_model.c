@@ -1,5 +1,6 @@
 /* fine_model.c: configuration presets and the parameter table of the FINE network. */
 #include "fine_model.h"
+#include "nn/ops.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -319,20 +320,22 @@ int fine_model_build(fine_model *m, const fine_config *c, fine_err *e)
     m->nfloats = t.off;
     m->w = aligned_alloc(64, (m->nfloats * sizeof(float) + 63) / 64 * 64);
     m->vt_check = calloc((size_t)m->nV, sizeof(float));
-    int ws = c->window, N = ws * ws * ws;
-    m->relpos = malloc((size_t)N * (size_t)N * sizeof(int64_t));
-    if (!m->w || !m->vt_check || !m->relpos) {
+    int oom = !m->w || !m->vt_check;
+    for (int pass = 0; pass < 2 && !oom; pass++)
+        for (int i = 0; i < (pass ? FINE_STAGES - 1 : FINE_STAGES) && !oom; i++) {
+            int ws = pass ? m->dec[i].ws : m->enc[i].ws, N = ws * ws * ws;
+            if (m->relpos[ws])
+                continue;
+            m->relpos[ws] = malloc((size_t)N * (size_t)N * sizeof(int64_t));
+            if (m->relpos[ws])
+                fine_relpos_index(m->relpos[ws], ws);
+            oom = !m->relpos[ws];
+        }
+    if (oom) {
         fine_model_free(m);
         return fine_err_set(e, "out of memory allocating %zu parameters", m->nfloats);
     }
     memset(m->w, 0, m->nfloats * sizeof(float));
-    for (int i = 0; i < N; i++)
-        for (int j = 0; j < N; j++) {
-            int si = i / (ws * ws), hi = i / ws % ws, wi = i % ws;
-            int sj = j / (ws * ws), hj = j / ws % ws, wj = j % ws;
-            m->relpos[i * N + j] = (int64_t)(si - sj + ws - 1) * (3 * ws - 1) +
-                                   (int64_t)(hi - hj + ws - 1) * (2 * ws - 1) + (wi - wj + ws - 1);
-        }
     return 0;
 }
 
@@ -341,7 +344,8 @@ void fine_model_free(fine_model *m)
     free(m->params);
     free(m->w);
     free(m->vt_check);
-    free(m->relpos);
+    for (int ws = 0; ws <= FINE_MAX_WINDOW; ws++)
+        free(m->relpos[ws]);
     memset(m, 0, sizeof *m);
 }
 

@@ -18,6 +18,7 @@ extern "C" {
 #endif
 
 #define FINE_STAGES 4
+#define FINE_MAX_WINDOW 16 /* fine_config_check's bound on the window edge */
 #define FINE_NAME_LEN 96
 
 enum { FINE_VT_REFERENCE = 0, FINE_VT_CLAMP = 1 };
@@ -82,7 +83,10 @@ typedef struct fine_model {
     size_t nfloats;
     float *w;            /* parameters */
     float *vt_check;     /* (nV) visitation counters (B 2.7), not trained */
-    int64_t *relpos;     /* relative position index (ws^3 x ws^3) */
+    /* relative position index (ws^3 x ws^3) for each window edge ws some stage uses, NULL for the
+     * others: a stage whose grid is smaller than the window uses its grid's edge (the reference's
+     * rule), and the index depends on the edge */
+    int64_t *relpos[FINE_MAX_WINDOW + 1];
 } fine_model;
 
 /* Builds the parameter table and allocates zeroed parameters. Returns 0 or -1. */

@@ -68,7 +68,7 @@ struct fine_net {
     const fine_model *m; /* for shapes only */
     const fine_backend *be;
     float *w;            /* device backends: the parameters (fine_net_load_params); CPU: NULL, m->w is used */
-    int64_t *relpos;     /* the relative position index in the backend's memory */
+    int64_t *relpos[FINE_MAX_WINDOW + 1]; /* fine_model's relpos, in the backend's memory */
     int *vt_dev;         /* volume-token indices of the last forward, in the backend's memory */
     float *xdev;         /* device backends: the uploaded input */
     float *dp_host;      /* host mirror of the drop-path scales, [dp_first, dp_end) of the arena */
@@ -415,8 +415,10 @@ static void plan(fine_net *n, bump *b, bump *d)
     if (n->be->is_device) {
         n->w = take(b, n->m->nfloats);
         n->xdev = take(b, (size_t)(B * c->in_chans * c->crop[0] * c->crop[1] * c->crop[2]));
-        size_t N = (size_t)c->window * c->window * c->window; /* m->relpos's size */
-        n->relpos = (int64_t *)take(b, N * N * 2); /* int64: two floats each */
+        for (int ws = 1; ws <= FINE_MAX_WINDOW; ws++) {
+            size_t N = (size_t)ws * ws * ws; /* m->relpos[ws]'s size */
+            n->relpos[ws] = n->m->relpos[ws] ? (int64_t *)take(b, N * N * 2) : NULL; /* int64: two floats */
+        }
         n->vt_dev = (int *)take(b, (size_t)B * NVT);
     }
 }
@@ -472,12 +474,15 @@ static fine_net *plan_net(const fine_backend *be, const fine_model *m, int B, in
     n->dp_first = n->arena + (total - dp_bytes);
     n->dp_end = n->arena + total;
     if (!be->is_device) { /* the host arrays serve as they are */
-        n->relpos = m->relpos;
+        memcpy(n->relpos, m->relpos, sizeof n->relpos);
         n->vt_dev = n->vt;
     }
     else {
-        size_t N = (size_t)m->cfg.window * m->cfg.window * m->cfg.window;
-        be->upload(be->ctx, n->relpos, m->relpos, N * N * sizeof(int64_t));
+        for (int ws = 1; ws <= FINE_MAX_WINDOW; ws++) {
+            size_t N = (size_t)ws * ws * ws;
+            if (m->relpos[ws])
+                be->upload(be->ctx, n->relpos[ws], m->relpos[ws], N * N * sizeof(int64_t));
+        }
     }
     /* shift masks: computed on the host, then placed */
     for (int pass = 0; pass < 2; pass++)
@@ -796,7 +801,7 @@ static void layer_forward(fine_net *n, const fine_model *m, float *w, layer_acts
         pack_sequences(be, k->seq, g, tmp, Bw, N, C);
         be->linear_forward(cx, k->qkv, k->seq, fine_model_view(m, w, "%s.attn.qkv.weight", bp),
                            fine_model_view(m, w, "%s.attn.qkv.bias", bp), Bw * T, C, 3 * C);
-        be->relpos_bias(cx, k->bias, fine_model_view(m, w, "%s.attn.relative_position_bias_table", bp), n->relpos,
+        be->relpos_bias(cx, k->bias, fine_model_view(m, w, "%s.attn.relative_position_bias_table", bp), n->relpos[s->ws],
                         (int)h, (int)N);
         fine_attn_shape as = {Bw, T, C, (int)h, 1, shift ? nW : 0};
         be->attention_forward(cx, &as, k->ao, k->att, k->qkv, k->bias, shift ? la->mask : NULL, NULL);
@@ -1088,7 +1093,7 @@ static void layer_backward(fine_net *n, const fine_model *m, layer_acts *la, flo
         be->zero(cx, dbias, (size_t)(h * N * N) * sizeof(float));
         be->attention_backward(cx, &as, dqkv, dbias, dao, k->qkv, k->att, n->gatt);
         be->relpos_bias_backward(cx, fine_model_view(m, grad, "%s.attn.relative_position_bias_table", bp), dbias,
-                                  n->relpos, (int)h, (int)N);
+                                  n->relpos[s->ws], (int)h, (int)N);
         be->zero(cx, dseq, (size_t)(Bw * T * C) * sizeof(float));
         be->linear_backward(cx, dseq, fine_model_view(m, grad, "%s.attn.qkv.weight", bp),
                              fine_model_view(m, grad, "%s.attn.qkv.bias", bp), dqkv, k->seq,

@@ -94,3 +94,20 @@ PY
     [ "$status" -eq 0 ]
     [[ "$output" == *"compare PASS"* ]]
 }
+
+@test "torch_peer: a bottleneck grid smaller than the window (tiny with window 4): its own relative-position index" {
+    need_torch
+    # stage 3 is 2x2x2 tokens, so its window edge is 2 (the reference's rule) and its bias table
+    # (27 rows) must be indexed for edge 2, not 4: before the fix logits were off by 2e-4 and the
+    # table's gradient by 150%
+    fine-model init --preset tiny --set window=4 --seed 3 -o "$T/m.fst"
+    run fine-model describe --model "$T/m.fst"
+    [[ "$output" == *"encoder stage 3: 2x2x2 tokens, 192 channels, 8 heads, window 2, 1 windows"* ]]
+    mk_patches "$T/p.fst" 2
+    fine-model run --model "$T/m.fst" --grad --batch 2 "$T/p.fst" "$T/l.fst"
+    run "$FINE_PYTHON" "$TORCH_FINE" compare --model "$T/m.fst" --input "$T/p.fst" \
+        --logits "$T/l.fst" --grads "$T/l.fst"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [[ "$output" == *"compare PASS"* ]]
+}
