@@ -37,9 +37,17 @@ static double sgemm_gflops(int n)
     return 2.0 * n * n * n / dt / 1e9;
 }
 
+typedef struct engine_case {
+    const char *preset;
+    int B, backward, iters;
+} engine_case;
+
 /* In a child: time forward (and backward) of preset at batch B. Writes "fwd_ms fwdbwd_ms" to fd. */
-static void child(const char *preset, int B, int backward, int iters, int fd)
+static void time_case(const void *ctx, int fd)
 {
+    const engine_case *ec = ctx;
+    const char *preset = ec->preset;
+    int B = ec->B, backward = ec->backward, iters = ec->iters;
     fine_config c;
     fine_model m;
     fine_err e = {0};
@@ -86,7 +94,19 @@ static void child(const char *preset, int B, int backward, int iters, int fd)
     _exit(0);
 }
 
-static int run_case(const char *preset, int B, int backward, int iters, double *fwd_ms, double *both_ms, double *rss_mb)
+/* In a child: sgemm GFLOP/s at n x n x n. Writes it to fd. */
+static void time_sgemm(const void *ctx, int fd)
+{
+    char line[64];
+    int len = snprintf(line, sizeof line, "%.6f\n", sgemm_gflops(*(const int *)ctx));
+    _exit(write(fd, line, (size_t)len) == len ? 0 : 1);
+}
+
+/* Runs fn(ctx, fd) in a forked child, which writes one line to fd and exits: each measurement
+ * gets a fresh process, so its peak RSS is its own and no OpenMP team crosses a fork (libgomp
+ * does not survive one). Reads the line into buf and the child's usage into ru; 0, or -1 when
+ * the child failed. */
+static int in_child(void (*fn)(const void *ctx, int fd), const void *ctx, char *buf, size_t cap, struct rusage *ru)
 {
     int p[2];
     if (pipe(p) < 0)
@@ -95,16 +115,25 @@ static int run_case(const char *preset, int B, int backward, int iters, double *
     pid_t pid = fork();
     if (pid == 0) {
         close(p[0]);
-        child(preset, B, backward, iters, p[1]);
+        fn(ctx, p[1]);
+        _exit(1);
     }
     close(p[1]);
-    char buf[128] = {0};
-    ssize_t k = read(p[0], buf, sizeof buf - 1);
+    memset(buf, 0, cap);
+    ssize_t k = pid > 0 ? read(p[0], buf, cap - 1) : -1;
     close(p[0]);
-    int st;
+    int st = 0;
+    if (pid > 0)
+        wait4(pid, &st, 0, ru);
+    return pid > 0 && k > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
+static int run_case(const char *preset, int B, int backward, int iters, double *fwd_ms, double *both_ms, double *rss_mb)
+{
+    engine_case ec = {preset, B, backward, iters};
+    char buf[128];
     struct rusage ru;
-    wait4(pid, &st, 0, &ru);
-    if (k <= 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0 || sscanf(buf, "%lf %lf", fwd_ms, both_ms) != 2)
+    if (in_child(time_case, &ec, buf, sizeof buf, &ru) < 0 || sscanf(buf, "%lf %lf", fwd_ms, both_ms) != 2)
         return -1;
     *rss_mb = (double)ru.ru_maxrss / 1024.0;
     return 0;
@@ -112,24 +141,9 @@ static int run_case(const char *preset, int B, int backward, int iters, double *
 
 static int sgemm_in_child(int n, double *gflops)
 {
-    int p[2];
-    if (pipe(p) < 0)
-        return -1;
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(p[0]);
-        char line[64];
-        int len = snprintf(line, sizeof line, "%.6f\n", sgemm_gflops(n));
-        _exit(write(p[1], line, (size_t)len) == len ? 0 : 1);
-    }
-    close(p[1]);
-    char buf[64] = {0};
-    ssize_t k = read(p[0], buf, sizeof buf - 1);
-    close(p[0]);
-    int st;
-    waitpid(pid, &st, 0);
-    return k > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0 && sscanf(buf, "%lf", gflops) == 1 ? 0 : -1;
+    char buf[64];
+    struct rusage ru;
+    return in_child(time_sgemm, &n, buf, sizeof buf, &ru) == 0 && sscanf(buf, "%lf", gflops) == 1 ? 0 : -1;
 }
 
 /* The PyTorch peer in the same run, when python3-torch is installed. */

@@ -20,32 +20,29 @@ typedef fine_backend *(*cuda_open_fn)(int device, fine_err *e);
  * folder, in ../lib/fine/ (make install's layout); the build tree it was built in. */
 static void *load_cuda(const char *name, fine_err *e)
 {
-    const char *env = getenv("FINE_CUDA_LIB");
+    const char *env = getenv("FINE_CUDA_LIB"), *so = FINE_CUDA_SO;
+    char path[PATH_MAX + 32];
     if (env && *env) {
-        void *h = dlopen(env, RTLD_NOW | RTLD_LOCAL);
-        if (!h)
-            fine_err_set(e, "%s: cannot load the CUDA backend from FINE_CUDA_LIB: %s", name, dlerror());
-        return h;
-    }
-    char exe[PATH_MAX], path[PATH_MAX + 32];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = 0;
-        char *slash = strrchr(exe, '/');
+        so = env;
+    } else {
+        char exe[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        char *slash = NULL;
+        if (n > 0) {
+            exe[n] = 0;
+            slash = strrchr(exe, '/');
+        }
         if (slash) {
             *slash = 0;
             snprintf(path, sizeof path, "%s/../lib/fine/libfine-cuda.so", exe);
-            if (access(path, R_OK) == 0) {
-                void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-                if (!h)
-                    fine_err_set(e, "%s: cannot load the CUDA backend: %s", name, dlerror());
-                return h;
-            }
+            if (access(path, R_OK) == 0)
+                so = path;
         }
     }
-    void *h = dlopen(FINE_CUDA_SO, RTLD_NOW | RTLD_LOCAL);
+    void *h = dlopen(so, RTLD_NOW | RTLD_LOCAL);
     if (!h)
-        fine_err_set(e, "%s: cannot load the CUDA backend: %s", name, dlerror());
+        fine_err_set(e, "%s: cannot load the CUDA backend%s: %s", name, so == env ? " from FINE_CUDA_LIB" : "",
+                     dlerror());
     return h;
 }
 

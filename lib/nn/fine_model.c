@@ -321,16 +321,13 @@ int fine_model_build(fine_model *m, const fine_config *c, fine_err *e)
     m->w = aligned_alloc(64, (m->nfloats * sizeof(float) + 63) / 64 * 64);
     m->vt_check = calloc((size_t)m->nV, sizeof(float));
     int oom = !m->w || !m->vt_check;
-    for (int pass = 0; pass < 2 && !oom; pass++)
-        for (int i = 0; i < (pass ? FINE_STAGES - 1 : FINE_STAGES) && !oom; i++) {
-            int ws = pass ? m->dec[i].ws : m->enc[i].ws, N = ws * ws * ws;
-            if (m->relpos[ws])
-                continue;
-            m->relpos[ws] = malloc((size_t)N * (size_t)N * sizeof(int64_t));
-            if (m->relpos[ws])
-                fine_relpos_index(m->relpos[ws], ws);
-            oom = !m->relpos[ws];
-        }
+    /* one index per window edge in use (a decoder stage has its encoder stage's grid and edge) */
+    for (int i = 0; i < FINE_STAGES && !oom; i++) {
+        int ws = m->enc[i].ws, N = ws * ws * ws;
+        if (!m->relpos[ws] && (m->relpos[ws] = malloc((size_t)N * (size_t)N * sizeof(int64_t))))
+            fine_relpos_index(m->relpos[ws], ws);
+        oom = !m->relpos[ws];
+    }
     if (oom) {
         fine_model_free(m);
         return fine_err_set(e, "out of memory allocating %zu parameters", m->nfloats);
