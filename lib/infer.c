@@ -8,6 +8,7 @@
 
 #include "nn/backend.h"
 #include "nn/fine_net.h"
+#include "nn/shards.h"
 
 /* Source index of destination index i along an axis of length n, mirrored or not. */
 static inline int64_t mirror_index(int64_t i, int64_t n, int flip)
@@ -53,7 +54,10 @@ void fine_mirror_accumulate(float *acc, const float *src, int64_t C, const int64
 
 struct fine_infer {
     fine_model *m;
-    fine_net *net;
+    fine_net *net;           /* the net (shards: the first shard's) */
+    int shards;              /* CPU data parallelism (shards.h): part[s] predicts B / shards patches */
+    fine_net *part[FINE_MAX_SHARDS];
+    float *part_sm[FINE_MAX_SHARDS]; /* TTA: each shard's softmax of one patch and pass */
     int B, tta;
     int64_t dims[3];
     int64_t C, K;
@@ -92,11 +96,17 @@ fine_infer *fine_infer_new_on(const fine_backend *be, fine_model *m, int batch, 
     p->vox_in = p->C * n;
     p->vox_out = p->K * n;
     p->be = be;
-    p->net = fine_net_plan_eval_on(be, m, batch, e);
-    if (!p->net) {
-        free(p);
-        return NULL;
+    p->shards = fine_shard_count(be, batch);
+    for (int s = 0; s < p->shards; s++) {
+        p->part[s] = fine_net_plan_eval_on(be, m, batch / p->shards, e);
+        if (!p->part[s]) {
+            fine_infer_free(p);
+            return NULL;
+        }
+        if (p->shards > 1)
+            fine_net_set_shard(p->part[s], s * (batch / p->shards), batch);
     }
+    p->net = p->part[0];
     if (fine_net_load_params(p->net, m, e) < 0) {
         fine_infer_free(p);
         return NULL;
@@ -106,15 +116,18 @@ fine_infer *fine_infer_new_on(const fine_backend *be, fine_model *m, int batch, 
     p->x = aligned_alloc(64, in_bytes);
     p->prob = be->host_alloc(be->ctx, out_bytes);
     p->pos = calloc((size_t)batch * 3, sizeof(int64_t));
+    int lost = 0;
     if (tta) {
         p->xm = aligned_alloc(64, in_bytes);
-        p->sm = aligned_alloc(64, (size_t)p->vox_out * sizeof(float));
+        for (int s = 0; s < p->shards; s++)
+            lost |= !(p->part_sm[s] = aligned_alloc(64, (size_t)p->vox_out * sizeof(float)));
+        p->sm = p->part_sm[0];
     }
     if (be->is_device) {
         p->dprob = be->alloc(be->ctx, out_bytes);
         p->lg = tta ? be->host_alloc(be->ctx, out_bytes) : NULL;
     }
-    if (!p->x || !p->prob || !p->pos || (tta && (!p->xm || !p->sm)) ||
+    if (lost || !p->x || !p->prob || !p->pos || (tta && (!p->xm || !p->sm)) ||
         (be->is_device && (!p->dprob || (tta && !p->lg)))) {
         fine_infer_free(p);
         fine_err_set(e, "out of memory (%.1f MB of patch buffers for batch %d)",
@@ -129,7 +142,10 @@ void fine_infer_free(fine_infer *p)
 {
     if (!p)
         return;
-    fine_net_free(p->net);
+    for (int s = 0; s < p->shards; s++) {
+        fine_net_free(p->part[s]);
+        free(p->part_sm[s]);
+    }
     free(p->x);
     free(p->xm);
     if (p->prob)
@@ -138,7 +154,6 @@ void fine_infer_free(fine_infer *p)
         p->be->host_free(p->be->ctx, p->lg);
     if (p->dprob)
         p->be->free(p->be->ctx, p->dprob);
-    free(p->sm);
     free(p->pos);
     free(p);
 }
@@ -179,6 +194,44 @@ static int device_softmax(fine_infer *p, int n, float *dst, fine_err *e)
     return be->sync(be->ctx, e);
 }
 
+/* One shard's part of a CPU run: the forward of its patches and their probabilities. */
+typedef struct shard_job {
+    fine_infer *p;
+    int s, n;     /* shard, patches of the batch to keep */
+    unsigned axes; /* TTA: the pass's mirroring */
+} shard_job;
+
+static void shard_run(void *arg)
+{
+    const shard_job *j = arg;
+    fine_infer *p = j->p;
+    int Bs = p->B / p->shards, b0 = j->s * Bs;
+    int64_t nvox = p->dims[0] * p->dims[1] * p->dims[2];
+    const float *x = (p->tta ? p->xm : p->x) + (int64_t)b0 * p->vox_in;
+    fine_net_forward(p->part[j->s], p->m, x, p->pos + (int64_t)b0 * 3, 0, 0);
+    const float *lg = fine_net_logits(p->part[j->s], 0);
+    for (int b = b0; b < b0 + Bs && b < j->n; b++) {
+        const float *l = lg + (int64_t)(b - b0) * p->vox_out;
+        if (!p->tta) {
+            fine_softmax_channels(p->prob + b * p->vox_out, l, p->K, nvox);
+            continue;
+        }
+        fine_softmax_channels(p->part_sm[j->s], l, p->K, nvox);
+        fine_mirror_accumulate(p->prob + b * p->vox_out, p->part_sm[j->s], p->K, p->dims, j->axes, 0.125f);
+    }
+}
+
+/* One pass over the whole batch with every shard on its own thread; the visitation counter
+ * counted once for the batch, as one net counts it. */
+static void run_shards(fine_infer *p, int n, unsigned axes)
+{
+    shard_job jobs[FINE_MAX_SHARDS];
+    for (int s = 0; s < p->shards; s++)
+        jobs[s] = (shard_job){p, s, n, axes};
+    fine_vt_visit(p->m, p->pos, p->B);
+    fine_run_shards(p->shards, shard_run, jobs, sizeof jobs[0]);
+}
+
 int fine_infer_run(fine_infer *p, int n, fine_err *e)
 {
     int64_t nvox = p->dims[0] * p->dims[1] * p->dims[2];
@@ -186,6 +239,19 @@ int fine_infer_run(fine_infer *p, int n, fine_err *e)
     for (int b = n; b < p->B; b++) {
         memcpy(fine_infer_input(p, b), p->x, (size_t)p->vox_in * sizeof(float));
         memcpy(fine_infer_pos(p, b), p->pos, 3 * sizeof(int64_t));
+    }
+    if (p->shards > 1) {
+        if (!p->tta) {
+            run_shards(p, n, 0);
+            return 0;
+        }
+        memset(p->prob, 0, (size_t)(p->vox_out * n) * sizeof(float));
+        for (unsigned axes = 0; axes < 8; axes++) {
+            for (int b = 0; b < p->B; b++)
+                fine_mirror(p->xm + b * p->vox_in, p->x + b * p->vox_in, p->C, p->dims, axes);
+            run_shards(p, n, axes);
+        }
+        return 0;
     }
     if (!p->tta) {
         fine_net_forward(p->net, p->m, p->x, p->pos, 0, 0);

@@ -65,7 +65,8 @@ static void usage(void)
            "  --seed S             init and drop-path seed (default 12345)\n"
            "  --save-every N       epochs between latest.fst (default 50)\n"
            "  --log FILE           one JSON object per epoch (appended to on --resume)\n"
-           "  --threads N          CPU threads (default: OMP_NUM_THREADS, else all cores)\n"
+           "  --threads N          CPU threads (default: OMP_NUM_THREADS, else all cores); when N\n"
+           "                       divides the batch, each thread trains B/N samples of it\n"
            "  --device D           cpu (default), cuda or cuda:N (builds with the CUDA backend)\n"
            "  --precision P        auto (default: bf16 on a GPU with bf16 tensor cores, else fp32),\n"
            "                       fp32, or on cuda tf32, bf16, fp16 (fp16 with dynamic loss scaling)\n"
@@ -307,6 +308,7 @@ static void json_number(FILE *f, double v)
 }
 
 typedef struct run_args {
+    double t_start; /* fine_now() when this process started */
     const char *outdir, *logpath;
     int B, save_every, quiet, progress, argc;
     char **argv;
@@ -343,10 +345,16 @@ static int run(fine_model *m, fine_trainer *t, fine_train_opts *o, batch_src *sr
                 fine_model_live_params(m), fine_optimizer_name(o->optimizer), o->lr,
                 (long long)(total - t->iteration), val ? "" : " (no --val: no best.fst)");
         /* one flat buffer each (fine_trainer), the activations planned once */
+        size_t act = 0;
+        for (int s = 0; s < t->shards; s++)
+            act += fine_net_bytes(t->part[s]);
         fprintf(stderr, "%s: memory: parameters %.1f MB, gradients %.1f MB, %s %.1f MB, activations %.1f MB "
                         "(recompute %s)\n",
-                TOOL, mb, mb, t->moment2 ? "first and second moments" : "momentum", t->moment2 ? 2 * mb : mb,
-                (double)fine_net_bytes(t->net) / 1e6, fine_recompute_name(fine_net_recompute(t->net)));
+                TOOL, mb, mb * t->shards, t->moment2 ? "first and second moments" : "momentum",
+                t->moment2 ? 2 * mb : mb, (double)act / 1e6, fine_recompute_name(fine_net_recompute(t->net)));
+        if (t->shards > 1)
+            fprintf(stderr, "%s: the batch of %d runs as %d shards of %d, one per thread\n", TOOL, t->B, t->shards,
+                    t->B / t->shards);
     }
     while (rc == 0 && t->iteration < total && !stop_requested) {
         int got = read_batch(src, c, B, x, labels, pos, &skip, e);
@@ -406,7 +414,7 @@ static int run(fine_model *m, fine_trainer *t, fine_train_opts *o, batch_src *sr
                 }
                 fprintf(log, "], \"best\": %s", best ? "true" : "false");
             }
-            fprintf(log, ", \"seconds\": %.3f}\n", now - t_epoch);
+            fprintf(log, ", \"seconds\": %.3f, \"elapsed\": %.3f}\n", now - t_epoch, now - a->t_start);
             fflush(log);
         }
         if (!a->quiet) {
@@ -483,7 +491,7 @@ int main(int argc, char **argv)
     const char *device = "cpu", *precision = "auto";
     char *sets[64];
     int nsets = 0, threads = 0, lr_given = 0, recompute = -1;
-    run_args a = {.B = 2, .save_every = 50, .argc = argc, .argv = argv};
+    run_args a = {.t_start = fine_now(), .B = 2, .save_every = 50, .argc = argc, .argv = argv};
     fine_train_opts o;
     fine_train_opts_init(&o);
     static const struct option opts[] = {

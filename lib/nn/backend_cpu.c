@@ -353,12 +353,32 @@ static void cpu_softmax_channels(void *ctx, float *out, const float *in, int64_t
         fine_softmax_channels(out + b * K * L, in + b * K * L, K, L);
 }
 
+/* Sums of fixed chunks added in chunk order: the same result on any thread count. */
+#define SUMSQ_CHUNK 65536
+#define SUMSQ_MAX_CHUNKS 4096
+
 static double cpu_sumsq(void *ctx, const float *x, size_t n)
 {
     (void)ctx;
+    int64_t chunks = (int64_t)((n + SUMSQ_CHUNK - 1) / SUMSQ_CHUNK);
+    if (chunks > SUMSQ_MAX_CHUNKS) { /* above 2^28 floats: one pass */
+        double ss = 0;
+        for (size_t i = 0; i < n; i++)
+            ss += (double)x[i] * x[i];
+        return ss;
+    }
+    double part[SUMSQ_MAX_CHUNKS];
+#pragma omp parallel for schedule(static) if (chunks > 1)
+    for (int64_t c = 0; c < chunks; c++) {
+        size_t i0 = (size_t)c * SUMSQ_CHUNK, i1 = i0 + SUMSQ_CHUNK < n ? i0 + SUMSQ_CHUNK : n;
+        double ss = 0;
+        for (size_t i = i0; i < i1; i++)
+            ss += (double)x[i] * x[i];
+        part[c] = ss;
+    }
     double ss = 0;
-    for (size_t i = 0; i < n; i++)
-        ss += (double)x[i] * x[i];
+    for (int64_t c = 0; c < chunks; c++)
+        ss += part[c];
     return ss;
 }
 
@@ -366,6 +386,7 @@ static void cpu_sgd_step(void *ctx, float *p, float *buf, const float *g, size_t
                          float wd, float lr)
 {
     (void)ctx;
+#pragma omp parallel for schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++) {
         float d = g[i] * gscale + wd * p[i];
         buf[i] = mu * buf[i] + d;
@@ -378,6 +399,7 @@ static void cpu_adamw_step(void *ctx, float *p, float *m1, float *m2, const floa
 {
     (void)ctx;
     float decay = 1.0f - lr * wd;
+#pragma omp parallel for schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++) {
         float d = g[i] * gscale;
         float a = b1 * m1[i] + (1.0f - b1) * d;

@@ -65,6 +65,7 @@ typedef struct bump {
 
 struct fine_net {
     int B;
+    int shard_first, shard_batch; /* fine_net_set_shard: samples [first, first + B) of shard_batch; 0, 0 */
     const fine_model *m; /* for shapes only */
     const fine_backend *be;
     float *w;            /* device backends: the parameters (fine_net_load_params); CPU: NULL, m->w is used */
@@ -681,6 +682,25 @@ static void drop_path_scales(float *scale, int64_t count, double rate, int train
     }
 }
 
+/* The scales of this net's samples, per_sample each: a shard draws those of the whole batch,
+ * in the same order as one net of the whole batch, and keeps its own (fine_net_set_shard). */
+static void drop_path_slice(const fine_net *n, float *scale, int64_t per_sample, double rate, int train,
+                            uint64_t *rng)
+{
+    if (n->shard_batch == 0 || !train || rate <= 0) {
+        drop_path_scales(scale, n->B * per_sample, rate, train, rng);
+        return;
+    }
+    int64_t all = n->shard_batch * per_sample;
+    for (int64_t i = 0; i < all; i++) {
+        float v;
+        drop_path_scales(&v, 1, rate, train, rng);
+        int64_t b = i / per_sample - n->shard_first;
+        if (b >= 0 && b < n->B)
+            scale[b * per_sample + i % per_sample] = v;
+    }
+}
+
 /* The drop-path rate of block j of encoder stage i or decoder stage k (B 1.1). */
 static double block_rate(const fine_config *c, int decoder, int stage, int j)
 {
@@ -705,6 +725,29 @@ static double block_rate(const fine_config *c, int decoder, int stage, int j)
 }
 
 /* ------------------------------------------------------------------ forward */
+
+void fine_net_set_shard(fine_net *n, int first, int batch)
+{
+    n->shard_first = batch > 0 ? first : 0;
+    n->shard_batch = batch > 0 ? batch : 0;
+}
+
+void fine_vt_visit(fine_model *m, const int64_t *pos, int64_t B)
+{
+    unsigned char *mark = calloc((size_t)m->nV, 1);
+    if (!mark)
+        return;
+    for (int64_t b = 0; b < B; b++) {
+        int vt[NVT];
+        fine_pos_to_vt(&m->cfg, pos + b * 3, vt);
+        for (int i = 0; i < NVT; i++)
+            mark[vt[i]] = 1;
+    }
+    for (int v = 0; v < m->nV; v++)
+        if (mark[v])
+            m->vt_check[v] += 1.0f;
+    free(mark);
+}
 
 static void gelu_ln(const fine_backend *be, float *act, float *t, float *ln, float *mean, float *rstd, float *cf,
                     const float *in, const float *w, const float *b, int64_t B, int64_t C, int64_t V, int do_gelu)
@@ -763,13 +806,12 @@ static void draw_scales(fine_net *n, const fine_model *m, int train, uint64_t *r
             for (int j = 0; j < la->depth; j++) {
                 block_acts *k = &la->blk[j];
                 double rate = block_rate(&m->cfg, pass, la->index, j);
-                int64_t Bw = n->B * la->s->nW;
                 k->dp_on = train && rate > 0;
-                drop_path_scales(dp_host(n, k->dpx1), n->B, rate, train, rng);
-                drop_path_scales(dp_host(n, k->dpx2), n->B, rate, train, rng);
+                drop_path_slice(n, dp_host(n, k->dpx1), 1, rate, train, rng);
+                drop_path_slice(n, dp_host(n, k->dpx2), 1, rate, train, rng);
                 if (k->has_gt) {
-                    drop_path_scales(dp_host(n, k->dpg1), Bw, rate, train, rng);
-                    drop_path_scales(dp_host(n, k->dpg2), Bw, rate, train, rng);
+                    drop_path_slice(n, dp_host(n, k->dpg1), la->s->nW, rate, train, rng);
+                    drop_path_slice(n, dp_host(n, k->dpg2), la->s->nW, rate, train, rng);
                 }
             }
         }
@@ -863,15 +905,8 @@ void fine_net_forward(fine_net *n, fine_model *m, const float *x, const int64_t 
     if (be->is_device)
         be->upload(cx, n->vt_dev, n->vt, (size_t)(B * NVT) * sizeof(int));
     draw_scales(n, m, train, &rng);
-    {
-        unsigned char *mark = calloc((size_t)m->nV, 1);
-        for (int64_t i = 0; mark && i < B * NVT; i++)
-            mark[n->vt[i]] = 1;
-        for (int v = 0; mark && v < m->nV; v++)
-            if (mark[v])
-                m->vt_check[v] += 1.0f;
-        free(mark);
-    }
+    if (n->shard_batch == 0)
+        fine_vt_visit(m, pos, B);
 
     /* patch embedding */
     int64_t r1[3];

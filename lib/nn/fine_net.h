@@ -71,6 +71,14 @@ size_t fine_net_bytes(const fine_net *n);
  * forward (B 2.7). */
 void fine_net_forward(fine_net *n, fine_model *m, const float *x, const int64_t *pos, int train,
                       uint64_t dp_seed);
+/* Data parallelism: n computes samples [first, first + its B) of a batch of `batch` (0: off).
+ * Its forward then draws the drop-path masks of the whole batch and uses its own, so the shards
+ * of a batch together compute what one net of the whole batch computes, and leaves
+ * m->vt_check alone: the caller counts the whole batch once with fine_vt_visit. */
+void fine_net_set_shard(fine_net *n, int first, int batch);
+/* The visitation counter of one forward of B crops at pos (B, 3) (B 2.7): +1 for each volume
+ * token used by any of them, once per forward. */
+void fine_vt_visit(fine_model *m, const int64_t *pos, int64_t B);
 /* The logits of head 0 or 1 from the last forward, and their element counts. */
 float *fine_net_logits(fine_net *n, int head);
 int64_t fine_net_logits_numel(const fine_net *n, int head);

@@ -56,6 +56,7 @@ void fine_nn_set_threads(int n)
     if (n <= 0) /* OMP_NUM_THREADS when set, else the cores this process may use */
         n = omp_get_max_threads();
     omp_set_num_threads(n);
+    omp_set_max_active_levels(1); /* an op inside a shard's thread (train.h) runs on it alone */
     openblas_set_num_threads(n);
 }
 
@@ -85,7 +86,8 @@ static void *fj_run(void *arg)
  * be started has its part run by the caller. */
 static void fork_join(int64_t n, int64_t item_floats, fj_fn fn, void *ctx)
 {
-    int64_t parts = omp_get_max_threads() - 1;
+    /* inside a shard's thread (train.h) the work stays on that thread */
+    int64_t parts = omp_in_parallel() ? 1 : omp_get_max_threads() - 1;
     int64_t by_work = n * (item_floats > 0 ? item_floats : 1) / FJ_MIN_FLOATS;
     parts = parts < by_work ? parts : by_work;
     parts = parts < n ? parts : n;

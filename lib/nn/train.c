@@ -7,6 +7,7 @@
 
 #include "nn/backend.h"
 #include "nn/ops.h"
+#include "nn/shards.h"
 
 int fine_optimizer_parse(const char *name)
 {
@@ -67,12 +68,29 @@ static int init_level(fine_trainer *t, const fine_backend *be, const fine_model 
     t->B = B;
     t->be = be;
     t->val_ema = t->val_best = NAN;
-    t->net = fine_net_plan_train_on(be, m, B, recompute, e);
-    if (!t->net)
-        return -1;
-    int64_t n0 = fine_net_logits_numel(t->net, 0), n1 = fine_net_logits_numel(t->net, 1);
+    t->shards = fine_shard_count(be, B);
+    int Bs = B / t->shards;
+    for (int s = 0; s < t->shards; s++) {
+        t->part[s] = fine_net_plan_train_on(be, m, Bs, recompute, e);
+        if (!t->part[s]) {
+            fine_trainer_free(t);
+            return -1;
+        }
+        if (t->shards > 1)
+            fine_net_set_shard(t->part[s], s * Bs, B);
+    }
+    t->net = t->part[0];
+    int64_t n0 = fine_net_logits_numel(t->net, 0) * t->shards, n1 = fine_net_logits_numel(t->net, 1) * t->shards;
     int64_t L0 = n0 / m->cfg.num_classes;
-    t->grad = be->alloc(be->ctx, m->nfloats * sizeof(float));
+    int lost = 0;
+    for (int s = 1; s < t->shards; s++)
+        lost |= !(t->part_grad[s] = be->alloc(be->ctx, m->nfloats * sizeof(float)));
+    if (t->shards > 1) {
+        t->logits0 = be->alloc(be->ctx, (size_t)n0 * sizeof(float));
+        t->logits1 = be->alloc(be->ctx, (size_t)n1 * sizeof(float));
+        lost |= !t->logits0 || !t->logits1;
+    }
+    t->grad = t->part_grad[0] = be->alloc(be->ctx, m->nfloats * sizeof(float));
     t->momentum = be->alloc(be->ctx, m->nfloats * sizeof(float));
     t->momentum_host = be->is_device ? calloc(m->nfloats, sizeof(float)) : t->momentum;
     t->probs = be->alloc(be->ctx, (size_t)n0 * sizeof(float));
@@ -80,8 +98,8 @@ static int init_level(fine_trainer *t, const fine_backend *be, const fine_model 
     t->dlog1 = be->alloc(be->ctx, (size_t)n1 * sizeof(float));
     t->target1 = be->alloc(be->ctx, (size_t)(n1 / m->cfg.num_classes));
     t->labels = be->is_device ? be->alloc(be->ctx, (size_t)L0) : NULL;
-    if (!t->grad || !t->momentum || !t->momentum_host || !t->probs || !t->dlog0 || !t->dlog1 || !t->target1 ||
-        (be->is_device && !t->labels)) {
+    if (lost || !t->grad || !t->momentum || !t->momentum_host || !t->probs || !t->dlog0 || !t->dlog1 ||
+        !t->target1 || (be->is_device && !t->labels)) {
         fine_trainer_free(t);
         return fine_err_set(e, "out of memory on %s for the optimizer and loss buffers", be->name);
     }
@@ -122,12 +140,17 @@ void fine_trainer_free(fine_trainer *t)
         memset(t, 0, sizeof *t);
         return;
     }
-    fine_net_free(t->net);
+    for (int s = 0; s < t->shards; s++) {
+        fine_net_free(t->part[s]);
+        if (s > 0 && t->part_grad[s])
+            be->free(be->ctx, t->part_grad[s]);
+    }
     if (t->momentum_host != t->momentum)
         free(t->momentum_host);
     if (t->moment2_host != t->moment2)
         free(t->moment2_host);
-    void *bufs[] = {t->grad, t->momentum, t->moment2, t->probs, t->dlog0, t->dlog1, t->target1, t->labels};
+    void *bufs[] = {t->grad,   t->momentum, t->moment2, t->probs,  t->dlog0,
+                    t->dlog1,  t->target1,  t->labels,  t->logits0, t->logits1};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i])
             be->free(be->ctx, bufs[i]);
@@ -171,7 +194,10 @@ static const uint8_t *labels_on(fine_trainer *t, const uint8_t *labels, int64_t 
 void fine_dice_count(fine_dice_counts *s, const float *logits, const uint8_t *target, int64_t nb,
                      int64_t K, int64_t L)
 {
-    for (int64_t b = 0; b < nb; b++)
+    /* whole counts: exact in any order, so the voxels are split between threads */
+    int64_t tp[256] = {0}, fp[256] = {0}, fn[256] = {0};
+    for (int64_t b = 0; b < nb; b++) {
+#pragma omp parallel for schedule(static) reduction(+ : tp[:256], fp[:256], fn[:256]) if (L > 65536)
         for (int64_t i = 0; i < L; i++) {
             const float *l = logits + b * K * L + i;
             int best = 0;
@@ -180,12 +206,18 @@ void fine_dice_count(fine_dice_counts *s, const float *logits, const uint8_t *ta
                     best = (int)k;
             int y = target[b * L + i];
             if (best == y) {
-                s->tp[y] += 1;
+                tp[y] += 1;
             } else {
-                s->fp[best] += 1;
-                s->fn[y] += 1;
+                fp[best] += 1;
+                fn[y] += 1;
             }
         }
+    }
+    for (int k = 0; k < 256; k++) {
+        s->tp[k] += (double)tp[k];
+        s->fp[k] += (double)fp[k];
+        s->fn[k] += (double)fn[k];
+    }
 }
 
 double fine_dice_global(const fine_dice_counts *s, int K, double *per_class)
@@ -213,14 +245,98 @@ double fine_trainer_dice(fine_trainer *t, int K, int reset)
     return d;
 }
 
+/* ------------------------------------------------------------------ shards */
+
+/* One shard's forward (its logits copied into the batch's) or backward (into its gradient). */
+typedef struct shard_job {
+    fine_trainer *t;
+    fine_model *m;
+    int s, backward, train;
+    const float *x, *dlog0, *dlog1; /* the whole batch's */
+    const int64_t *pos;
+    uint64_t seed;
+} shard_job;
+
+static void shard_run(void *arg)
+{
+    const shard_job *j = arg;
+    fine_trainer *t = j->t;
+    fine_net *n = t->part[j->s];
+    const fine_config *c = &j->m->cfg;
+    int64_t Bs = t->B / t->shards, xs = Bs * c->in_chans * c->crop[0] * c->crop[1] * c->crop[2];
+    int64_t n0 = fine_net_logits_numel(n, 0), n1 = fine_net_logits_numel(n, 1);
+    if (j->backward) {
+        memset(t->part_grad[j->s], 0, j->m->nfloats * sizeof(float));
+        fine_net_backward(n, j->m, t->part_grad[j->s], j->dlog0 + j->s * n0, j->dlog1 + j->s * n1, NULL);
+    } else {
+        fine_net_forward(n, j->m, j->x + j->s * xs, j->pos + j->s * Bs * 3, j->train, j->seed);
+        memcpy(t->logits0 + j->s * n0, fine_net_logits(n, 0), (size_t)n0 * sizeof(float));
+        memcpy(t->logits1 + j->s * n1, fine_net_logits(n, 1), (size_t)n1 * sizeof(float));
+    }
+}
+
+/* Every shard of job on its own thread (shards.h). */
+static void run_shards(const shard_job *job)
+{
+    shard_job jobs[FINE_MAX_SHARDS];
+    for (int s = 0; s < job->t->shards; s++) {
+        jobs[s] = *job;
+        jobs[s].s = s;
+    }
+    fine_run_shards(job->t->shards, shard_run, jobs, sizeof jobs[0]);
+}
+
+/* The forward of the whole batch: one net, or every shard on its own thread (train.h), their
+ * logits gathered into logits0 and logits1. */
+static void forward(fine_trainer *t, fine_model *m, const float *x, const int64_t *pos, int train, uint64_t seed)
+{
+    if (t->shards == 1) {
+        fine_net_forward(t->net, m, x, pos, train, seed);
+        return;
+    }
+    fine_vt_visit(m, pos, t->B);
+    shard_job j = {.t = t, .m = m, .train = train, .x = x, .pos = pos, .seed = seed};
+    run_shards(&j);
+}
+
+static const float *logits(fine_trainer *t, int head)
+{
+    if (t->shards > 1)
+        return head ? t->logits1 : t->logits0;
+    return fine_net_logits(t->net, head);
+}
+
+/* grad = dL/dparams of the last forward: each shard into its own buffer, then the sum in shard
+ * order. */
+static void backward(fine_trainer *t, const fine_model *m, const float *dlog0, const float *dlog1)
+{
+    const fine_backend *be = t->be;
+    if (t->shards == 1) {
+        be->zero(be->ctx, t->grad, m->nfloats * sizeof(float));
+        fine_net_backward(t->net, m, t->grad, dlog0, dlog1, NULL);
+        return;
+    }
+    shard_job j = {.t = t, .m = (fine_model *)m, .backward = 1, .dlog0 = dlog0, .dlog1 = dlog1};
+    run_shards(&j);
+    float *g = t->grad;
+    int64_t n = (int64_t)m->nfloats;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float sum = g[i];
+        for (int s = 1; s < t->shards; s++)
+            sum += t->part_grad[s][i];
+        g[i] = sum;
+    }
+}
+
 void fine_trainer_eval(fine_trainer *t, fine_model *m, const float *x, const uint8_t *labels,
                        const int64_t *pos, int nb, fine_dice_counts *s)
 {
     const fine_config *c = &m->cfg;
     int64_t L0 = (int64_t)c->crop[0] * c->crop[1] * c->crop[2];
-    fine_net_forward(t->net, m, x, pos, 0, 0);
+    forward(t, m, x, pos, 0, 0);
     const uint8_t *y = labels_on(t, labels, (int64_t)nb * L0);
-    t->be->dice_count(t->be->ctx, s, fine_net_logits(t->net, 0), y, nb, c->num_classes, L0);
+    t->be->dice_count(t->be->ctx, s, logits(t, 0), y, nb, c->num_classes, L0);
 }
 
 int fine_trainer_val_update(fine_trainer *t, double dice)
@@ -242,10 +358,10 @@ double fine_train_step(fine_trainer *t, fine_model *m, const fine_train_opts *o,
     const fine_config *c = &m->cfg;
     int64_t B = t->B, K = c->num_classes;
     int64_t L0 = (int64_t)c->crop[0] * c->crop[1] * c->crop[2];
-    int64_t L1 = fine_net_logits_numel(t->net, 1) / (B * K);
+    int64_t L1 = fine_net_logits_numel(t->net, 1) * t->shards / (B * K);
     const fine_backend *be = t->be;
     void *cx = be->ctx;
-    fine_net_forward(t->net, m, x, pos, 1, o->seed ^ (uint64_t)t->iteration);
+    forward(t, m, x, pos, 1, o->seed ^ (uint64_t)t->iteration);
     const uint8_t *y = labels_on(t, labels, B * L0);
     /* head 1's target: nearest-neighbour downsampling to head 1's grid, by (1, 2, 2) for
      * patch 2,4,4 (B 5.2) */
@@ -254,7 +370,7 @@ double fine_train_step(fine_trainer *t, fine_model *m, const fine_train_opts *o,
     for (int d = 0; d < 3; d++)
         f[d] = (int)(c->crop[d] / (m->dec[1].res[d] * k1[d]));
     be->downsample_labels(cx, t->target1, y, B, c->crop[0], c->crop[1], c->crop[2], f);
-    const float *l0 = fine_net_logits(t->net, 0), *l1 = fine_net_logits(t->net, 1);
+    const float *l0 = logits(t, 0), *l1 = logits(t, 1);
     be->zero(cx, t->dlog0, (size_t)(B * K * L0) * sizeof(float));
     be->zero(cx, t->dlog1, (size_t)(B * K * L1) * sizeof(float));
     float w0 = (float)c->ds_weights[0], w1 = (float)c->ds_weights[1];
@@ -266,8 +382,7 @@ double fine_train_step(fine_trainer *t, fine_model *m, const fine_train_opts *o,
     loss += w1 * be->softmax_ce(cx, t->probs, t->dlog1, l1, t->target1, B, K, L1, g1);
     loss += w1 * be->soft_dice(cx, t->dlog1, t->probs, t->target1, B, K, L1, g1);
     be->dice_count(cx, &t->train, l0, y, B, K, L0);
-    be->zero(cx, t->grad, m->nfloats * sizeof(float));
-    fine_net_backward(t->net, m, t->grad, t->dlog0, t->dlog1, NULL);
+    backward(t, m, t->dlog0, t->dlog1);
     /* global L2 clipping, then SGD with Nesterov momentum and L2 weight decay as PyTorch:
      * d = g + wd p; buf = mu buf + d; p -= lr (d + mu buf); or AdamW (backend.h) */
     double norm = sqrt(be->sumsq(cx, t->grad, m->nfloats));

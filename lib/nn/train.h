@@ -10,6 +10,7 @@
 #include "error.h"
 #include "nn/fine_model.h"
 #include "nn/fine_net.h"
+#include "nn/shards.h"
 #include "stream.h"
 
 #ifdef __cplusplus
@@ -56,7 +57,14 @@ double fine_dice_global(const fine_dice_counts *s, int K, double *per_class);
 typedef struct fine_backend fine_backend;
 
 typedef struct fine_trainer {
-    fine_net *net;
+    fine_net *net;           /* the net (shards: the first shard's) */
+    /* Data parallelism on the CPU (shards.h, fine_shard_count at init): each shard's backward
+     * into its own gradient buffer, the buffers summed in shard order. The step equals the
+     * one-net step up to the order of the batch sums. */
+    int shards;
+    fine_net *part[FINE_MAX_SHARDS];       /* part[0] = net */
+    float *part_grad[FINE_MAX_SHARDS];     /* part_grad[0] = grad */
+    float *logits0, *logits1;              /* shards: the logits of the whole batch */
     const fine_backend *be;  /* where net, grad, momentum and the loss buffers live */
     int B;
     float *grad, *momentum;  /* m->nfloats each; momentum is AdamW's first moment */
