@@ -206,6 +206,8 @@ static void shard_run(void *arg)
     const shard_job *j = arg;
     fine_infer *p = j->p;
     int Bs = p->B / p->shards, b0 = j->s * Bs;
+    if (b0 >= j->n) /* only padding in this shard: nothing to keep */
+        return;
     int64_t nvox = p->dims[0] * p->dims[1] * p->dims[2];
     const float *x = (p->tta ? p->xm : p->x) + (int64_t)b0 * p->vox_in;
     fine_net_forward(p->part[j->s], p->m, x, p->pos + (int64_t)b0 * 3, 0, 0);

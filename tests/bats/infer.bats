@@ -79,6 +79,30 @@ assert n == 4
 PY
 }
 
+@test "--threads 2 --batch 2 (one network per thread) equals --threads 1, with --tta, full and short batches" {
+    "$FINE_PYTHON" - "$T" "$FX" <<'PY'
+import sys, fine_stream
+t, fx = sys.argv[1:]
+ps = [r for r in fine_stream.read(f"{fx}/p.fst") if r["type"] == "patch"][:3]
+fine_stream.write(f"{t}/p3.fst", [{"type": "patch", "name": "image", "pos": p["pos"], "array": p["array"]}
+                                  for p in ps], tool="test")
+PY
+    for tta in "" --tta; do
+        fine-infer --model "$FX/m.fst" --threads 1 --batch 1 --dtype f32 $tta "$T/p3.fst" "$T/a$tta.fst"
+        fine-infer --model "$FX/m.fst" --threads 2 --batch 2 --dtype f32 $tta "$T/p3.fst" "$T/b$tta.fst"
+    done
+    "$FINE_PYTHON" - "$T" <<'PY'
+import sys, numpy as np, fine_stream
+t = sys.argv[1]
+for tta in ["", "--tta"]:
+    a = [r["array"] for r in fine_stream.read(f"{t}/a{tta}.fst") if r["type"] == "pred"]
+    b = [r["array"] for r in fine_stream.read(f"{t}/b{tta}.fst") if r["type"] == "pred"]
+    assert len(a) == len(b) == 3
+    d = max(float(np.abs(x - y).max()) for x, y in zip(a, b))
+    assert d < 1e-5, (tta, d)
+PY
+}
+
 @test "--batch 1 equals --batch 3; f16 output sums to 1; records around patches keep their order" {
     # the f32 batch-3 result of the grid patches, as the previous test makes it
     fine-infer --model "$FX/m.fst" --batch 3 --dtype f32 "$FX/p.fst" "$T/b3.fst"
