@@ -60,7 +60,7 @@ VT_REFERENCE, VT_CLAMP = 0, 1
 
 def preset(name):
     """The configurations of the C engine's presets (lib/nn/fine_model.c)."""
-    c = dict(in_chans=1, num_classes=14, patch=[2, 4, 4], window=4, mlp_ratio=4.0, gt_num=1,
+    c = dict(in_chans=1, num_classes=14, patch=[2, 4, 4], window=[4] * STAGES, mlp_ratio=4.0, gt_num=1,
              vt_map=[3, 4, 4], max_imsize=[198, 512, 512], vt_overflow=VT_CLAMP,
              ds_weights=[8.0 / 15.0, 4.0 / 15.0], depths=[2, 2, 2, 2], dec_depths=[2, 2, 2])
     heads = [6, 12, 24, 48]
@@ -71,7 +71,7 @@ def preset(name):
         c.update(crop=[64, 128, 128], embed_dim=24, drop_path=0.2, vt_overflow=VT_REFERENCE)
         scale = 6
     elif name == "tiny":
-        c.update(crop=[32, 64, 64], embed_dim=24, window=2, drop_path=0.0)
+        c.update(crop=[32, 64, 64], embed_dim=24, window=[2] * STAGES, drop_path=0.0)
         scale = 6
     else:
         raise ValueError(f"unknown preset '{name}' (bcv, small, tiny)")
@@ -91,8 +91,11 @@ def _normalise_config(cfg):
         elif hasattr(v, "item"):
             v = v.item()
         out[k] = v
-    for k in ("in_chans", "num_classes", "embed_dim", "window", "gt_num", "vt_overflow"):
+    for k in ("in_chans", "num_classes", "embed_dim", "gt_num", "vt_overflow"):
         out[k] = int(out[k])
+    # one window edge per encoder stage (older checkpoints: one for all)
+    w = out["window"]
+    out["window"] = [int(x) for x in w] if isinstance(w, list) else [int(w)] * STAGES
     for k in ("crop", "patch", "depths", "heads", "dec_depths", "dec_heads", "vt_map", "max_imsize"):
         out[k] = [int(x) for x in out[k]]
     out["mlp_ratio"] = float(out["mlp_ratio"])
@@ -102,13 +105,15 @@ def _normalise_config(cfg):
 
 def stage_geometry(cfg):
     """Per stage (encoder i = 0..3): token grid, window edge, shift, windows per sample.
-    B 2.3: a grid whose smallest side is <= the window is one window of that side, unshifted."""
+    B 2.3: a grid whose smallest side is <= the window is one window of that side, unshifted.
+    A decoder stage has its encoder stage's grid and window (window_size[::-1][1:])."""
     res = [cfg["crop"][d] // cfg["patch"][d] for d in range(3)]
     out = []
     for i in range(STAGES):
         mn = min(res)
-        ws = min(cfg["window"], mn)
-        shift = 0 if mn <= cfg["window"] else cfg["window"] // 2
+        w = cfg["window"][i]
+        ws = min(w, mn)
+        shift = 0 if mn <= w else w // 2
         for d in range(3):
             if res[d] % ws:
                 raise ValueError(f"config: stage {i} token grid {res} is not tiled by windows of {ws}")

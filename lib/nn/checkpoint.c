@@ -22,7 +22,7 @@ static const field fields[] = {
     F(in_chans, K_INT, 1),   F(num_classes, K_INT, 1), F(crop, K_INT, 3),
     F(patch, K_INT, 3),      F(embed_dim, K_INT, 1),   F(depths, K_INT, FINE_STAGES),
     F(heads, K_INT, FINE_STAGES), F(dec_depths, K_INT, FINE_STAGES - 1),
-    F(dec_heads, K_INT, FINE_STAGES - 1), F(window, K_INT, 1), F(mlp_ratio, K_DOUBLE, 1),
+    F(dec_heads, K_INT, FINE_STAGES - 1), F(window, K_INT, FINE_STAGES), F(mlp_ratio, K_DOUBLE, 1),
     F(drop_path, K_DOUBLE, 1), F(gt_num, K_INT, 1), F(vt_map, K_INT, 3), F(max_imsize, K_INT, 3),
     F(vt_overflow, K_INT, 1), F(ds_weights, K_DOUBLE, 2),
 };
@@ -70,6 +70,12 @@ int fine_config_from_record(const fine_record *r, const char *path, fine_config 
         if (f->kind == K_INT) {
             int64_t v[8];
             int rc = f->count == 1 ? fine_record_i64(r, key, v, e) : fine_record_i64s(r, key, v, f->count, e);
+            if (rc < 0 && strcmp(f->name, "window") == 0 && fine_record_i64(r, key, v, NULL) == 0) {
+                /* checkpoints before per-stage windows: one edge for every stage */
+                for (int k = 1; k < f->count; k++)
+                    v[k] = v[0];
+                rc = 0;
+            }
             if (rc < 0)
                 return -1;
             for (int k = 0; k < f->count; k++)
@@ -101,9 +107,11 @@ int fine_config_set(fine_config *c, const char *assignment, fine_err *e)
         }
         if (f->kind == K_INT) {
             int64_t v[8];
-            if (fine_parse_i64s(val, v, f->count, 0) < 0)
-                return fine_err_set(e, "config %s: expected %d integer%s, got '%s'", f->name, f->count,
-                                    f->count > 1 ? "s" : "", val);
+            /* window: one edge for every stage, or one per stage */
+            int scalar = strcmp(f->name, "window") == 0;
+            if (fine_parse_i64s(val, v, f->count, scalar) < 0)
+                return fine_err_set(e, "config %s: expected %s%d integer%s, got '%s'", f->name, scalar ? "1 or " : "",
+                                    f->count, f->count > 1 ? "s" : "", val);
             for (int k = 0; k < f->count; k++)
                 ints(c, f)[k] = (int)v[k];
         } else if (fine_parse_f64s(val, dbls(c, f), f->count, 0) < 0) {

@@ -14,7 +14,8 @@ int fine_config_preset(fine_config *c, const char *name)
     c->in_chans = 1;
     c->num_classes = 14;
     c->patch[0] = 2, c->patch[1] = 4, c->patch[2] = 4;
-    c->window = 4;
+    for (int i = 0; i < FINE_STAGES; i++)
+        c->window[i] = 4;
     c->mlp_ratio = 4.0;
     c->gt_num = 1;
     c->vt_map[0] = 3, c->vt_map[1] = 4, c->vt_map[2] = 4;
@@ -41,7 +42,8 @@ int fine_config_preset(fine_config *c, const char *name)
         /* 32 x 64 x 64 crops, window 2: stages at 16^3, 8^3, 4^3, 2^3 tokens */
         c->crop[0] = 32, c->crop[1] = 64, c->crop[2] = 64;
         c->embed_dim = 24;
-        c->window = 2;
+        for (int i = 0; i < FINE_STAGES; i++)
+            c->window[i] = 2;
         c->drop_path = 0.0;
         scale = 6;
     } else {
@@ -81,8 +83,9 @@ int fine_config_check(const fine_config *c, fine_err *e)
         return fine_err_set(e, "config: gt_num %d: only 1 memory token per window is supported", c->gt_num);
     if (c->embed_dim < 2 || c->embed_dim % 2)
         return fine_err_set(e, "config: embed_dim %d must be even", c->embed_dim);
-    if (c->window < 1 || c->window > 16)
-        return fine_err_set(e, "config: window %d must be 1..16", c->window);
+    for (int i = 0; i < FINE_STAGES; i++)
+        if (c->window[i] < 1 || c->window[i] > FINE_MAX_WINDOW)
+            return fine_err_set(e, "config: window[%d] = %d must be 1..%d", i, c->window[i], FINE_MAX_WINDOW);
     for (int i = 0; i < FINE_STAGES; i++) {
         int C = c->embed_dim << i;
         if (c->depths[i] < 1 || c->depths[i] > 2)
@@ -253,23 +256,23 @@ int fine_model_build(fine_model *m, const fine_config *c, fine_err *e)
     for (int d = 0; d < 3; d++)
         res[d] = c->crop[d] / c->patch[d];
     for (int i = 0; i < FINE_STAGES; i++) {
-        stage_dims(&m->enc[i], res, (int64_t)c->embed_dim << i, c->heads[i], c->window);
+        stage_dims(&m->enc[i], res, (int64_t)c->embed_dim << i, c->heads[i], c->window[i]);
         if (i < FINE_STAGES - 1)
             stage_dims(&m->dec[i], res, (int64_t)c->embed_dim << i, c->dec_heads[FINE_STAGES - 2 - i],
-                       c->window);
+                       c->window[i]);
         for (int d = 0; d < 3; d++)
             res[d] /= 2;
     }
     for (int i = 0; i < FINE_STAGES; i++) {
         /* only the reference's exception may shrink the window: a grid of one window */
         const fine_stage_dims *s = &m->enc[i];
-        int ok = s->ws == c->window || s->nW == 1;
+        int ok = s->ws == c->window[i] || s->nW == 1;
         for (int d = 0; d < 3; d++)
             ok = ok && s->res[d] % s->ws == 0;
         if (!ok)
             return fine_err_set(e, "config: crop %d,%d,%d gives stage %d a %lldx%lldx%lld token grid "
                                 "that windows of %d do not tile", c->crop[0], c->crop[1], c->crop[2], i,
-                                (long long)s->res[0], (long long)s->res[1], (long long)s->res[2], c->window);
+                                (long long)s->res[0], (long long)s->res[1], (long long)s->res[2], c->window[i]);
     }
     table t = {0};
     int64_t E = c->embed_dim, H = E / 2, K = c->num_classes;
@@ -385,11 +388,11 @@ size_t fine_model_reference_params(const fine_config *c)
     size_t n = H * (size_t)c->in_chans * 27 + H + H * H * 27 + H + 4 * H + E * H * 27 + E + E * E * 27 + E + 4 * E;
     size_t res = (size_t)(c->crop[0] / c->patch[0]) * (size_t)(c->crop[1] / c->patch[1]) *
                  (size_t)(c->crop[2] / c->patch[2]);
-    size_t ws = (size_t)c->window, hidden_ratio = (size_t)c->mlp_ratio;
+    size_t hidden_ratio = (size_t)c->mlp_ratio;
     for (int i = 0; i < FINE_STAGES; i++) {
         size_t C = E << i, h = (size_t)c->heads[i];
-        size_t nW = res / (ws * ws * ws) ? res / (ws * ws * ws) : 1;
-        size_t wsi = ws;
+        size_t wsi = (size_t)c->window[i];
+        size_t nW = res / (wsi * wsi * wsi) ? res / (wsi * wsi * wsi) : 1;
         size_t block = (3 + 1 + 4 + 4) * C * C + 2 * hidden_ratio * C * C + (2 + 3 + 1 + 2 + 1 + 3 + 1 + 3 + 1) * C +
                        hidden_ratio * C + (2 * wsi - 1) * (2 * wsi - 1) * (2 * wsi - 1) * h;
         n += C * (1 + nV + nW) + (size_t)c->depths[i] * block + 16 * C * C + 2 * C + 2 * C;

@@ -30,7 +30,8 @@ typedef struct fine_config {
     int embed_dim;
     int depths[FINE_STAGES], heads[FINE_STAGES];         /* encoder stages */
     int dec_depths[FINE_STAGES - 1], dec_heads[FINE_STAGES - 1]; /* decoder, deepest first */
-    int window;           /* window edge ws */
+    int window[FINE_STAGES]; /* window edge ws per encoder stage; a decoder stage uses its encoder
+                              * stage's (the reference's window_size[::-1][1:]) */
     double mlp_ratio;
     double drop_path;     /* drop-path rate (linearly increasing per block) */
     int gt_num;           /* memory tokens per window (1) */

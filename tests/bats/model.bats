@@ -26,6 +26,34 @@ load common
     [[ "$output" == *"window=2"* ]]
 }
 
+@test "window: one edge for every stage or one per stage; a checkpoint with one edge (older) still loads" {
+    run fine-model describe --preset tiny --set window=4
+    [ "$status" -eq 0 ]
+    [[ "$output" == *"window=4,4,4,4"* ]]
+    run fine-model describe --preset bcv --set window=4,4,8,4
+    [ "$status" -eq 0 ]
+    [[ "$output" == *"encoder stage 2: 8x8x8 tokens, 768 channels, 24 heads, window 8, 1 windows"* ]]
+    run fine-model describe --preset tiny --set window=2,2,2
+    [ "$status" -eq 2 ]
+    [[ "$output" == *"config window: expected 1 or 4 integers, got '2,2,2'"* ]]
+    run fine-model describe --preset tiny --set window=2,3,2,2
+    [ "$status" -eq 1 ]
+    [[ "$output" == *"stage 1"*"windows of 3 do not tile"* ]]
+    # a checkpoint written before per-stage windows has `window` as one integer
+    fine-model init --preset tiny --seed 7 -o "$T/a.fst"
+    "$FINE_PYTHON" - "$T" <<'PY'
+import sys, fine_stream
+t = sys.argv[1]
+recs = list(fine_stream.read(t + "/a.fst"))
+assert recs[0]["config"]["window"] == [2, 2, 2, 2], recs[0]["config"]["window"]
+recs[0]["config"]["window"] = 2
+fine_stream.write(t + "/old.fst", recs, tool="test")
+PY
+    run fine-model describe --model "$T/old.fst"
+    [ "$status" -eq 0 ]
+    [[ "$output" == *"window=2,2,2,2"* ]]
+}
+
 @test "bad configurations are refused naming the field" {
     run fine-model describe --preset tiny --set heads=5,2,4,8
     [ "$status" -eq 1 ]

@@ -111,3 +111,21 @@ PY
     [ "$status" -eq 0 ]
     [[ "$output" == *"compare PASS"* ]]
 }
+
+@test "torch_peer: a window edge per stage (tiny with window 2,4,4,2): logits and gradients agree" {
+    need_torch
+    # stage 1 (8^3 tokens) in 8 shifted windows of 4, stage 2 (4^3) one window of 4, stages 0 and
+    # 3 windows of 2: three edges, three relative-position index tables; the decoder stages take
+    # their encoder stage's edge (the reference's window_size[::-1][1:])
+    fine-model init --preset tiny --set window=2,4,4,2 --seed 4 -o "$T/m.fst"
+    run fine-model describe --model "$T/m.fst"
+    [[ "$output" == *"window=2,4,4,2"* ]]
+    [[ "$output" == *"encoder stage 1: 8x8x8 tokens, 48 channels, 2 heads, window 4, 8 windows"* ]]
+    mk_patches "$T/p.fst" 2
+    fine-model run --model "$T/m.fst" --grad --batch 2 "$T/p.fst" "$T/l.fst"
+    run "$FINE_PYTHON" "$TORCH_FINE" compare --model "$T/m.fst" --input "$T/p.fst" \
+        --logits "$T/l.fst" --grads "$T/l.fst"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [[ "$output" == *"compare PASS"* ]]
+}

@@ -191,7 +191,7 @@ int main(void)
                 for (size_t k = 0; k < n / 8; k++) {
                     int64_t v;
                     memcpy(&v, (const char *)d + 8 * k, 8);
-                    if (v != m.relpos[m.cfg.window][k])
+                    if (v != m.relpos[m.cfg.window[0]][k]) /* the fixture: window 4 at every stage */
                         index_ok = 0;
                 }
                 ignored++;
