@@ -65,7 +65,6 @@ struct fine_infer {
     float *x;                /* (B, C, crop) the patches as put */
     float *xm;               /* (B, C, crop) the mirrored patches of a TTA pass */
     float *prob;             /* (B, K, crop) results */
-    float *sm;               /* (K, crop) one patch's softmax of one TTA pass */
     int64_t *pos;            /* (B, 3) */
     const fine_backend *be;
     float *dprob;            /* device backends: the softmax on the device (B, K, crop) */
@@ -121,13 +120,12 @@ fine_infer *fine_infer_new_on(const fine_backend *be, fine_model *m, int batch, 
         p->xm = aligned_alloc(64, in_bytes);
         for (int s = 0; s < p->shards; s++)
             lost |= !(p->part_sm[s] = aligned_alloc(64, (size_t)p->vox_out * sizeof(float)));
-        p->sm = p->part_sm[0];
     }
     if (be->is_device) {
         p->dprob = be->alloc(be->ctx, out_bytes);
         p->lg = tta ? be->host_alloc(be->ctx, out_bytes) : NULL;
     }
-    if (lost || !p->x || !p->prob || !p->pos || (tta && (!p->xm || !p->sm)) ||
+    if (lost || !p->x || !p->prob || !p->pos || (tta && !p->xm) ||
         (be->is_device && (!p->dprob || (tta && !p->lg)))) {
         fine_infer_free(p);
         fine_err_set(e, "out of memory (%.1f MB of patch buffers for batch %d)",
@@ -183,18 +181,24 @@ int64_t fine_infer_prob_numel(const fine_infer *p)
     return p->vox_out;
 }
 
-/* Device backends: the softmax of the first n patches of the last forward, computed on the
- * device and brought to dst on the host. */
-static int device_softmax(fine_infer *p, int n, float *dst, fine_err *e)
+/* Device backends: one pass (the forward of x, or of its mirroring by axes under TTA) with
+ * the softmax on the device, brought to the host: into prob, or accumulated into it. */
+static int device_pass(fine_infer *p, int n, unsigned axes, fine_err *e)
 {
     const fine_backend *be = p->be;
     int64_t nvox = p->dims[0] * p->dims[1] * p->dims[2];
+    fine_net_forward(p->net, p->m, p->tta ? p->xm : p->x, p->pos, 0, 0); /* the unmirrored pos (A4) */
     be->softmax_channels(be->ctx, p->dprob, fine_net_logits(p->net, 0), n, p->K, nvox);
-    be->download(be->ctx, dst, p->dprob, (size_t)(n * p->vox_out) * sizeof(float));
-    return be->sync(be->ctx, e);
+    be->download(be->ctx, p->tta ? p->lg : p->prob, p->dprob, (size_t)(n * p->vox_out) * sizeof(float));
+    if (be->sync(be->ctx, e) < 0)
+        return -1;
+    for (int b = 0; p->tta && b < n; b++)
+        fine_mirror_accumulate(p->prob + b * p->vox_out, p->lg + b * p->vox_out, p->K, p->dims, axes, 0.125f);
+    return 0;
 }
 
-/* One shard's part of a CPU run: the forward of its patches and their probabilities. */
+/* One shard's part of a CPU pass (with one net: the whole batch): the forward of its patches
+ * and their probabilities. */
 typedef struct shard_job {
     fine_infer *p;
     int s, n;     /* shard, patches of the batch to keep */
@@ -223,65 +227,37 @@ static void shard_run(void *arg)
     }
 }
 
-/* One pass over the whole batch with every shard on its own thread; the visitation counter
- * counted once for the batch, as one net counts it. */
-static void run_shards(fine_infer *p, int n, unsigned axes)
+/* One pass over the whole batch on the CPU: one net on this thread, or every shard on its own
+ * thread with the visitation counter counted once for the batch, as one net counts it. */
+static void cpu_pass(fine_infer *p, int n, unsigned axes)
 {
     shard_job jobs[FINE_MAX_SHARDS];
     for (int s = 0; s < p->shards; s++)
         jobs[s] = (shard_job){p, s, n, axes};
+    if (p->shards == 1) {
+        shard_run(&jobs[0]);
+        return;
+    }
     fine_vt_visit(p->m, p->pos, p->B);
     fine_run_shards(p->shards, shard_run, jobs, sizeof jobs[0]);
 }
 
 int fine_infer_run(fine_infer *p, int n, fine_err *e)
 {
-    int64_t nvox = p->dims[0] * p->dims[1] * p->dims[2];
     /* a short batch: pad with copies of its first patch, whose results are not read */
     for (int b = n; b < p->B; b++) {
         memcpy(fine_infer_input(p, b), p->x, (size_t)p->vox_in * sizeof(float));
         memcpy(fine_infer_pos(p, b), p->pos, 3 * sizeof(int64_t));
     }
-    if (p->shards > 1) {
-        if (!p->tta) {
-            run_shards(p, n, 0);
-            return 0;
-        }
+    if (p->tta)
         memset(p->prob, 0, (size_t)(p->vox_out * n) * sizeof(float));
-        for (unsigned axes = 0; axes < 8; axes++) {
-            for (int b = 0; b < p->B; b++)
-                fine_mirror(p->xm + b * p->vox_in, p->x + b * p->vox_in, p->C, p->dims, axes);
-            run_shards(p, n, axes);
-        }
-        return 0;
-    }
-    if (!p->tta) {
-        fine_net_forward(p->net, p->m, p->x, p->pos, 0, 0);
-        if (p->be->is_device)
-            return device_softmax(p, n, p->prob, e);
-        const float *lg = fine_net_logits(p->net, 0);
-        for (int b = 0; b < n; b++)
-            fine_softmax_channels(p->prob + b * p->vox_out, lg + b * p->vox_out, p->K, nvox);
-        return 0;
-    }
-    memset(p->prob, 0, (size_t)(p->vox_out * n) * sizeof(float));
-    for (unsigned axes = 0; axes < 8; axes++) {
-        for (int b = 0; b < p->B; b++)
+    for (unsigned axes = 0; axes < (p->tta ? 8u : 1u); axes++) {
+        for (int b = 0; p->tta && b < p->B; b++)
             fine_mirror(p->xm + b * p->vox_in, p->x + b * p->vox_in, p->C, p->dims, axes);
-        fine_net_forward(p->net, p->m, p->xm, p->pos, 0, 0); /* the unmirrored pos (A4) */
-        if (p->be->is_device) {
-            if (device_softmax(p, n, p->lg, e) < 0)
-                return -1;
-            for (int b = 0; b < n; b++)
-                fine_mirror_accumulate(p->prob + b * p->vox_out, p->lg + b * p->vox_out, p->K, p->dims, axes,
-                                       0.125f);
-            continue;
-        }
-        const float *lg = fine_net_logits(p->net, 0);
-        for (int b = 0; b < n; b++) {
-            fine_softmax_channels(p->sm, lg + b * p->vox_out, p->K, nvox);
-            fine_mirror_accumulate(p->prob + b * p->vox_out, p->sm, p->K, p->dims, axes, 0.125f);
-        }
+        if (!p->be->is_device)
+            cpu_pass(p, n, axes);
+        else if (device_pass(p, n, axes, e) < 0)
+            return -1;
     }
     return 0;
 }

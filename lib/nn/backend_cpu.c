@@ -353,24 +353,21 @@ static void cpu_softmax_channels(void *ctx, float *out, const float *in, int64_t
         fine_softmax_channels(out + b * K * L, in + b * K * L, K, L);
 }
 
-/* Sums of fixed chunks added in chunk order: the same result on any thread count. */
+/* Sums of fixed chunks (at least 64 Ki floats, at most 4096 chunks) added in chunk order: the
+ * same result on any thread count. */
 #define SUMSQ_CHUNK 65536
 #define SUMSQ_MAX_CHUNKS 4096
 
 static double cpu_sumsq(void *ctx, const float *x, size_t n)
 {
     (void)ctx;
-    int64_t chunks = (int64_t)((n + SUMSQ_CHUNK - 1) / SUMSQ_CHUNK);
-    if (chunks > SUMSQ_MAX_CHUNKS) { /* above 2^28 floats: one pass */
-        double ss = 0;
-        for (size_t i = 0; i < n; i++)
-            ss += (double)x[i] * x[i];
-        return ss;
-    }
+    size_t chunk = (n + SUMSQ_MAX_CHUNKS - 1) / SUMSQ_MAX_CHUNKS;
+    chunk = chunk > SUMSQ_CHUNK ? chunk : SUMSQ_CHUNK;
+    int64_t chunks = (int64_t)((n + chunk - 1) / chunk);
     double part[SUMSQ_MAX_CHUNKS];
 #pragma omp parallel for schedule(static) if (chunks > 1)
     for (int64_t c = 0; c < chunks; c++) {
-        size_t i0 = (size_t)c * SUMSQ_CHUNK, i1 = i0 + SUMSQ_CHUNK < n ? i0 + SUMSQ_CHUNK : n;
+        size_t i0 = (size_t)c * chunk, i1 = i0 + chunk < n ? i0 + chunk : n;
         double ss = 0;
         for (size_t i = i0; i < i1; i++)
             ss += (double)x[i] * x[i];

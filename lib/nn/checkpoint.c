@@ -15,18 +15,21 @@ typedef struct field {
     enum kind kind;
     int count;
     size_t offset;
+    int one_for_all; /* one value may stand for all count (window: older checkpoints, --set window=4) */
 } field;
 
-#define F(name, kind, count) {#name, kind, count, offsetof(fine_config, name)}
+#define F(name, kind, count) {#name, kind, count, offsetof(fine_config, name), 0}
+#define F_ALL(name, kind, count) {#name, kind, count, offsetof(fine_config, name), 1}
 static const field fields[] = {
     F(in_chans, K_INT, 1),   F(num_classes, K_INT, 1), F(crop, K_INT, 3),
     F(patch, K_INT, 3),      F(embed_dim, K_INT, 1),   F(depths, K_INT, FINE_STAGES),
     F(heads, K_INT, FINE_STAGES), F(dec_depths, K_INT, FINE_STAGES - 1),
-    F(dec_heads, K_INT, FINE_STAGES - 1), F(window, K_INT, FINE_STAGES), F(mlp_ratio, K_DOUBLE, 1),
+    F(dec_heads, K_INT, FINE_STAGES - 1), F_ALL(window, K_INT, FINE_STAGES), F(mlp_ratio, K_DOUBLE, 1),
     F(drop_path, K_DOUBLE, 1), F(gt_num, K_INT, 1), F(vt_map, K_INT, 3), F(max_imsize, K_INT, 3),
     F(vt_overflow, K_INT, 1), F(ds_weights, K_DOUBLE, 2),
 };
 #undef F
+#undef F_ALL
 #define NFIELDS (int)(sizeof fields / sizeof fields[0])
 
 static int *ints(fine_config *c, const field *f)
@@ -70,8 +73,7 @@ int fine_config_from_record(const fine_record *r, const char *path, fine_config 
         if (f->kind == K_INT) {
             int64_t v[8];
             int rc = f->count == 1 ? fine_record_i64(r, key, v, e) : fine_record_i64s(r, key, v, f->count, e);
-            if (rc < 0 && strcmp(f->name, "window") == 0 && fine_record_i64(r, key, v, NULL) == 0) {
-                /* checkpoints before per-stage windows: one edge for every stage */
+            if (rc < 0 && f->one_for_all && fine_record_i64(r, key, v, NULL) == 0) {
                 for (int k = 1; k < f->count; k++)
                     v[k] = v[0];
                 rc = 0;
@@ -107,11 +109,9 @@ int fine_config_set(fine_config *c, const char *assignment, fine_err *e)
         }
         if (f->kind == K_INT) {
             int64_t v[8];
-            /* window: one edge for every stage, or one per stage */
-            int scalar = strcmp(f->name, "window") == 0;
-            if (fine_parse_i64s(val, v, f->count, scalar) < 0)
-                return fine_err_set(e, "config %s: expected %s%d integer%s, got '%s'", f->name, scalar ? "1 or " : "",
-                                    f->count, f->count > 1 ? "s" : "", val);
+            if (fine_parse_i64s(val, v, f->count, f->one_for_all) < 0)
+                return fine_err_set(e, "config %s: expected %s%d integer%s, got '%s'", f->name,
+                                    f->one_for_all ? "1 or " : "", f->count, f->count > 1 ? "s" : "", val);
             for (int k = 0; k < f->count; k++)
                 ints(c, f)[k] = (int)v[k];
         } else if (fine_parse_f64s(val, dbls(c, f), f->count, 0) < 0) {

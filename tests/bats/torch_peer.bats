@@ -31,6 +31,15 @@ need_torch() {
     [[ "$output" == *"parity FAIL"* ]]
 }
 
+# peer_agrees MODEL PATCHES LOGITS: the torch model's logits and gradients agree with those
+# fine-model run --grad wrote (compare PASS)
+peer_agrees() {
+    run "$FINE_PYTHON" "$TORCH_FINE" compare --model "$1" --input "$2" --logits "$3" --grads "$3"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [[ "$output" == *"compare PASS"* ]]
+}
+
 # mk_patches PATH N: N random patches [1,32,64,64] (the tiny crop) with distinct positions
 mk_patches() { # mk_patches OUT N [CROP]: N random patches, crop 32,64,64 by default
     "$FINE_PYTHON" - "$@" <<'PY'
@@ -56,11 +65,7 @@ PY
     run fine-model run --model "$T/m.fst" --grad --batch 2 "$T/p.fst" "$T/l.fst"
     echo "$output"
     [ "$status" -eq 0 ]
-    run "$FINE_PYTHON" "$TORCH_FINE" compare --model "$T/m.fst" --input "$T/p.fst" \
-        --logits "$T/l.fst" --grads "$T/l.fst"
-    echo "$output"
-    [ "$status" -eq 0 ]
-    [[ "$output" == *"compare PASS"* ]]
+    peer_agrees "$T/m.fst" "$T/p.fst" "$T/l.fst"
     # and the comparison can fail: the same logits against another model's weights
     fine-model init --preset tiny --seed 4 -o "$T/m4.fst"
     run "$FINE_PYTHON" "$TORCH_FINE" compare --model "$T/m4.fst" --input "$T/p.fst" --logits "$T/l.fst"
@@ -88,11 +93,7 @@ for r in recs:
     assert r["head0"].shape == (14, 64, 64, 64), r["head0"].shape
     assert r["head1"].shape == (14, 32, 32, 32), r["head1"].shape
 PY
-    run "$FINE_PYTHON" "$TORCH_FINE" compare --model "$T/m.fst" --input "$T/p.fst" \
-        --logits "$T/l.fst" --grads "$T/l.fst"
-    echo "$output"
-    [ "$status" -eq 0 ]
-    [[ "$output" == *"compare PASS"* ]]
+    peer_agrees "$T/m.fst" "$T/p.fst" "$T/l.fst"
 }
 
 @test "torch_peer: a bottleneck grid smaller than the window (tiny with window 4): its own relative-position index" {
@@ -105,11 +106,7 @@ PY
     [[ "$output" == *"encoder stage 3: 2x2x2 tokens, 192 channels, 8 heads, window 2, 1 windows"* ]]
     mk_patches "$T/p.fst" 2
     fine-model run --model "$T/m.fst" --grad --batch 2 "$T/p.fst" "$T/l.fst"
-    run "$FINE_PYTHON" "$TORCH_FINE" compare --model "$T/m.fst" --input "$T/p.fst" \
-        --logits "$T/l.fst" --grads "$T/l.fst"
-    echo "$output"
-    [ "$status" -eq 0 ]
-    [[ "$output" == *"compare PASS"* ]]
+    peer_agrees "$T/m.fst" "$T/p.fst" "$T/l.fst"
 }
 
 @test "torch_peer: a window edge per stage (tiny with window 2,4,4,2): logits and gradients agree" {
@@ -123,9 +120,5 @@ PY
     [[ "$output" == *"encoder stage 1: 8x8x8 tokens, 48 channels, 2 heads, window 4, 8 windows"* ]]
     mk_patches "$T/p.fst" 2
     fine-model run --model "$T/m.fst" --grad --batch 2 "$T/p.fst" "$T/l.fst"
-    run "$FINE_PYTHON" "$TORCH_FINE" compare --model "$T/m.fst" --input "$T/p.fst" \
-        --logits "$T/l.fst" --grads "$T/l.fst"
-    echo "$output"
-    [ "$status" -eq 0 ]
-    [[ "$output" == *"compare PASS"* ]]
+    peer_agrees "$T/m.fst" "$T/p.fst" "$T/l.fst"
 }
