@@ -24,6 +24,7 @@ import contextlib
 import math
 import os
 import resource
+import re
 import sys
 import time
 
@@ -235,8 +236,8 @@ def relative_position_index(ws):
 
 
 class WindowAttention(nn.Module):
-    """Window attention with the memory token as token 0 (B 2.1 step 5): relative position
-    bias and shift mask on the window x window sub-block only."""
+    """Window attention with the G memory tokens as tokens 0..G-1 (B 2.1 step 5): relative
+    position bias and shift mask on the window x window sub-block only."""
 
     def __init__(self, C, heads, ws):
         super().__init__()
@@ -248,23 +249,24 @@ class WindowAttention(nn.Module):
         self.proj = nn.Linear(C, C)
 
     def forward(self, g, xw, mask, nW):
-        """g (BnW, 1, C) memory tokens, xw (BnW, N, C) windows, mask (nW, N, N) or None."""
+        """g (BnW, G, C) memory tokens, xw (BnW, N, C) windows, mask (nW, N, N) or None."""
         Bw, N, C = xw.shape
+        G = g.shape[1]
         h = self.heads
         t = torch.cat([g, xw], dim=1)
-        T = N + 1
+        T = N + G
         qkv = self.qkv(t).reshape(Bw, T, 3, h, C // h).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0] * self.scale, qkv[1], qkv[2]
         a = q @ k.transpose(-2, -1)  # (BnW, h, T, T)
         bias = self.relative_position_bias_table[self.relative_position_index.reshape(-1)]
         bias = bias.reshape(N, N, h).permute(2, 0, 1)
-        a = a + F.pad(bias, (1, 0, 1, 0))[None]
+        a = a + F.pad(bias, (G, 0, G, 0))[None]
         if mask is not None:
-            a = a.view(Bw // nW, nW, h, T, T) + F.pad(mask, (1, 0, 1, 0))[None, :, None]
+            a = a.view(Bw // nW, nW, h, T, T) + F.pad(mask, (G, 0, G, 0))[None, :, None]
             a = a.view(Bw, h, T, T)
         a = a.softmax(dim=-1)
         out = self.proj((a @ v).transpose(1, 2).reshape(Bw, T, C))
-        return out[:, :1], out[:, 1:]
+        return out[:, :G], out[:, G:]
 
 
 def window_partition(x, ws):
@@ -324,18 +326,19 @@ class Block(nn.Module):
         x = x + drop_path(self.mlp(self.norm2(x)), self.dp, self.training)
         if not self.with_gt_attn:  # no later block reads this block's memory tokens (A1)
             return x, None, bank
-        # memory-token update and second-level attention (B 2.4)
+        # memory-token update and second-level attention (B 2.4); drop path per window
+        G = g.shape[1]
         g = g + drop_path(g_out, self.dp, self.training)
         g = g + drop_path(self.mlp(self.norm2(g)), self.dp, self.training)
-        g = g.reshape(B, nW, C)
+        g = g.reshape(B, nW * G, C)
         if bank is None:  # per-sample banks, all equal to the parameter at layer start
             bank = layer.volume_token.unsqueeze(0).expand(B, -1, -1)
         gidx = vt_idx.unsqueeze(-1).expand(B, 4, C)
         vt = torch.gather(bank, 1, gidx)
-        pe = layer.pe
-        strt = pe.shape[0] // 2 - nW // 2
-        o = self.gt_attn(torch.cat([vt, g + pe[strt:strt + nW]], dim=1))
-        g_new = o[:, 4:].reshape(B * nW, 1, C)
+        pe = layer.pe  # (nW G^3, C): the nW G rows in its middle are read (B 2.4)
+        strt = pe.shape[0] // 2 - nW * G // 2
+        o = self.gt_attn(torch.cat([vt, g + pe[strt:strt + nW * G]], dim=1))
+        g_new = o[:, 4:].reshape(B * nW, G, C)
         if self.with_vt_attn:  # write-back and vt-to-vt attention (depth > 2 only, B 2.5)
             z = torch.zeros_like(bank).scatter(1, gidx, o[:, :4])
             bank = self.vt_attn(bank + z, vt_mask)
@@ -345,13 +348,14 @@ class Block(nn.Module):
 class Layer(nn.Module):
     """One stage: tokens, blocks, optional PatchMerging (downsample) / Patch_Expanding (Upsample)."""
 
-    def __init__(self, geo, heads, depth, nV, mlp_ratio, dprs):
+    def __init__(self, geo, heads, depth, nV, mlp_ratio, dprs, G):
         super().__init__()
         C, ws = geo["C"], geo["ws"]
-        self.res, self.nW, self.C = geo["res"], geo["nW"], C
-        self.global_token = nn.Parameter(torch.zeros(1, C))
+        self.res, self.nW, self.C, self.G = geo["res"], geo["nW"], C, G
+        self.global_token = nn.Parameter(torch.zeros(G, C))
         self.volume_token = nn.Parameter(torch.zeros(nV, C))
-        self.pe = nn.Parameter(torch.zeros(geo["nW"], C))  # one row per window of a sample (A1)
+        # (res/ws * G) rows per axis as the reference sizes it: one per window with G = 1 (A1)
+        self.pe = nn.Parameter(torch.zeros(geo["nW"] * G ** 3, C))
         hidden = int(mlp_ratio * C)
         self.blocks = nn.ModuleList(
             Block(C, heads, ws, 0 if j % 2 == 0 else geo["shift"], hidden, dprs[j],
@@ -363,7 +367,7 @@ class Layer(nn.Module):
 
     def run_blocks(self, x, vt_idx, vt_mask):
         B = x.shape[0]
-        g = self.global_token.unsqueeze(0).expand(B * self.nW, 1, self.C)
+        g = self.global_token.unsqueeze(0).expand(B * self.nW, self.G, self.C)
         bank = None
         for blk in self.blocks:
             x, g, bank = blk(x, g, self.res, self.attn_mask, self.nW, self, vt_idx, bank, vt_mask)
@@ -453,8 +457,6 @@ class FineTorch(nn.Module):
         cfg = _normalise_config(config)
         if list(cfg["patch"]) not in ([2, 4, 4], [4, 4, 4]):
             raise ValueError("config: only patch 2,4,4 or 4,4,4 is supported")
-        if cfg["gt_num"] != 1:
-            raise ValueError("config: only gt_num 1 is supported")
         if cfg["vt_map"][1] < 2 or cfg["vt_map"][2] < 2:
             raise ValueError("config: vt_map in-plane grid must be at least 2x2")
         self.cfg = cfg
@@ -471,7 +473,7 @@ class FineTorch(nn.Module):
         at = 0
         for i in range(STAGES):
             d = cfg["depths"][i]
-            lay = Layer(self.geo[i], cfg["heads"][i], d, nV, cfg["mlp_ratio"], enc_dpr[at:at + d])
+            lay = Layer(self.geo[i], cfg["heads"][i], d, nV, cfg["mlp_ratio"], enc_dpr[at:at + d], cfg["gt_num"])
             at += d
             if i < STAGES - 1:  # the last stage's PatchMerging is dead (B 1.2 row 17)
                 lay.downsample = PatchMerging(self.geo[i]["C"])
@@ -486,7 +488,7 @@ class FineTorch(nn.Module):
         for n in range(STAGES - 1):  # n = 0 is the deepest decoder stage
             k = STAGES - 2 - n
             d = cfg["dec_depths"][n]
-            lay = Layer(self.geo[k], cfg["dec_heads"][n], d, nV, cfg["mlp_ratio"], dec_dpr[at:at + d])
+            lay = Layer(self.geo[k], cfg["dec_heads"][n], d, nV, cfg["mlp_ratio"], dec_dpr[at:at + d], cfg["gt_num"])
             at += d
             lay.Upsample = PatchExpanding(self.geo[k]["C"])
             dec[k] = lay
@@ -792,6 +794,7 @@ def cmd_compare(args):
         ref_in = []
         worst, wname, n = 0.0, "", 0
         seen = set()
+        engine = {}
         for rec in _streams().read(args.grads):
             if rec.get("type") != "grad":
                 continue
@@ -812,6 +815,7 @@ def cmd_compare(args):
             e = rel_err(g.numpy(), arr)
             if args.verbose:
                 print(f"grad {name} max rel err {e:.3e}")
+            engine[name] = arr.reshape(-1)
             seen.add(name)
             n += 1
             if e > worst:
@@ -834,8 +838,48 @@ def cmd_compare(args):
         else:
             print("grad 'input': missing")
             ok = False
+        if args.fd:
+            ok = _compare_fd(args, engine, x.detach(), pos) and ok
     print(f"compare {'PASS' if ok else 'FAIL'} (tolerance {args.tol:g}, grads {args.grad_tol:g})")
     return 0 if ok else 1
+
+
+def _compare_fd(args, engine, x, pos):
+    """The engine's gradient of every parameter whose name matches args.fd, at its largest
+    entry, against central differences of this model's float64 forward (h 1e-4)."""
+    m64, _ = load_checkpoint(args.model)  # vt_check as the engine's forward found it
+    m64 = m64.double()
+    x64 = x.double()
+    prm = dict(m64.named_parameters())
+
+    def loss():
+        with torch.no_grad():
+            o = m64(x64, pos)
+            return (o[0].sum() + o[1].sum()).item()
+    names = [n for n in engine if re.search(args.fd, n)]
+    if not names:
+        print(f"fd: no engine gradient matches '{args.fd}'")
+        return False
+    worst, wname, h = 0.0, "", 1e-4
+    for name in names:
+        g = engine[name]
+        j = int(np.abs(g).argmax())
+        flat = prm[name].data.view(-1)
+        old = flat[j].item()
+        flat[j] = old + h
+        lp = loss()
+        flat[j] = old - h
+        lm = loss()
+        flat[j] = old
+        fd = (lp - lm) / (2 * h)
+        e = abs(fd - float(g[j])) / max(abs(fd), 1e-12)
+        if args.verbose:
+            print(f"fd {name}[{j}]: float64 central difference {fd:.6g}, engine {g[j]:.6g}")
+        if e > worst:
+            worst, wname = e, name
+    print(f"fd: {len(names)} parameters, engine gradient against float64 central differences, "
+          f"max rel err {worst:.3e} ({wname})")
+    return worst <= args.fd_tol
 
 
 # ----------------------------------------------------------------------------- bench
@@ -1112,6 +1156,9 @@ def main(argv):
     c.add_argument("--grads")
     c.add_argument("--tol", type=float, default=1e-4, help="max relative error of the logits (1e-4)")
     c.add_argument("--grad-tol", type=float, default=1e-4, help="max relative error of a gradient (1e-4)")
+    c.add_argument("--fd", metavar="REGEX", help="also check the engine's gradient of the parameters whose "
+                   "names match against float64 central differences of this model, at their largest entry")
+    c.add_argument("--fd-tol", type=float, default=1e-3, help="max relative error against the differences (1e-3)")
     c.add_argument("--threads", type=int, default=2)
     c.add_argument("-v", "--verbose", action="store_true")
     b = sub.add_parser("bench", help="time forward and forward+backward with random weights")

@@ -79,8 +79,8 @@ int fine_config_check(const fine_config *c, fine_err *e)
     if ((c->patch[0] != 2 && c->patch[0] != 4) || c->patch[1] != 4 || c->patch[2] != 4)
         return fine_err_set(e, "config: patch %d,%d,%d: 2,4,4 and 4,4,4 are supported (the reference's two)",
                             c->patch[0], c->patch[1], c->patch[2]);
-    if (c->gt_num != 1)
-        return fine_err_set(e, "config: gt_num %d: only 1 memory token per window is supported", c->gt_num);
+    if (c->gt_num < 1 || c->gt_num > FINE_MAX_GT)
+        return fine_err_set(e, "config: gt_num %d must be 1..%d", c->gt_num, FINE_MAX_GT);
     if (c->embed_dim < 2 || c->embed_dim % 2)
         return fine_err_set(e, "config: embed_dim %d must be even", c->embed_dim);
     for (int i = 0; i < FINE_STAGES; i++)
@@ -88,17 +88,16 @@ int fine_config_check(const fine_config *c, fine_err *e)
             return fine_err_set(e, "config: window[%d] = %d must be 1..%d", i, c->window[i], FINE_MAX_WINDOW);
     for (int i = 0; i < FINE_STAGES; i++) {
         int C = c->embed_dim << i;
-        if (c->depths[i] < 1 || c->depths[i] > 2)
-            return fine_err_set(e, "config: depths[%d] = %d: depths of 1 or 2 are supported", i,
-                                c->depths[i]);
+        if (c->depths[i] < 1 || c->depths[i] > FINE_MAX_DEPTH)
+            return fine_err_set(e, "config: depths[%d] = %d must be 1..%d", i, c->depths[i], FINE_MAX_DEPTH);
         if (c->heads[i] < 1 || C % c->heads[i])
             return fine_err_set(e, "config: heads[%d] = %d does not divide %d channels", i, c->heads[i], C);
     }
     for (int i = 0; i < FINE_STAGES - 1; i++) {
         int C = c->embed_dim << (FINE_STAGES - 2 - i);
-        if (c->dec_depths[i] < 1 || c->dec_depths[i] > 2)
-            return fine_err_set(e, "config: dec_depths[%d] = %d: depths of 1 or 2 are supported", i,
-                                c->dec_depths[i]);
+        if (c->dec_depths[i] < 1 || c->dec_depths[i] > FINE_MAX_DEPTH)
+            return fine_err_set(e, "config: dec_depths[%d] = %d must be 1..%d", i, c->dec_depths[i],
+                                FINE_MAX_DEPTH);
         if (c->dec_heads[i] < 1 || C % c->dec_heads[i])
             return fine_err_set(e, "config: dec_heads[%d] = %d does not divide %d channels", i,
                                 c->dec_heads[i], C);
@@ -196,13 +195,23 @@ static void add_conv(table *t, const char *prefix, int64_t a, int64_t b, int k0,
     addf(t, 1, bs, "%s.bias", prefix);
 }
 
-/* A layer's tokens and blocks; gt_attn only where a later block consumes it (A1). */
+int fine_block_has_gt(int depth, int j)
+{
+    return j < depth - 1;
+}
+
+int fine_block_has_vt(int depth, int j)
+{
+    return j < depth - 2;
+}
+
+/* A layer's tokens and blocks; gt_attn and vt_attn only where a later block consumes them (A1). */
 static void add_layer(table *t, const char *prefix, const fine_stage_dims *s, int depth, int nV,
                       double mlp_ratio)
 {
     char p[FINE_NAME_LEN];
     int64_t C = s->C, hidden = (int64_t)(mlp_ratio * (double)C);
-    int64_t gt[2] = {1, C}, vt[2] = {nV, C}, pe[2] = {s->nW, C};
+    int64_t gt[2] = {s->G, C}, vt[2] = {nV, C}, pe[2] = {s->pe_rows, C};
     int64_t tab[2] = {(2 * s->ws - 1) * (2 * s->ws - 1) * (2 * s->ws - 1), s->heads};
     addf(t, 2, gt, "%s.global_token", prefix);
     addf(t, 2, vt, "%s.volume_token", prefix);
@@ -221,16 +230,22 @@ static void add_layer(table *t, const char *prefix, const fine_stage_dims *s, in
         add_linear(t, p, hidden, C);
         snprintf(p, sizeof p, "%s.blocks.%d.mlp.fc2", prefix, j);
         add_linear(t, p, C, hidden);
-        if (j < depth - 1) {
+        if (fine_block_has_gt(depth, j)) {
             snprintf(p, sizeof p, "%s.blocks.%d.gt_attn.qkv", prefix, j);
             add_linear(t, p, 3 * C, C);
             snprintf(p, sizeof p, "%s.blocks.%d.gt_attn.proj", prefix, j);
             add_linear(t, p, C, C);
         }
+        if (fine_block_has_vt(depth, j)) {
+            snprintf(p, sizeof p, "%s.blocks.%d.vt_attn.qkv", prefix, j);
+            add_linear(t, p, 3 * C, C);
+            snprintf(p, sizeof p, "%s.blocks.%d.vt_attn.proj", prefix, j);
+            add_linear(t, p, C, C);
+        }
     }
 }
 
-static void stage_dims(fine_stage_dims *s, const int64_t res[3], int64_t C, int heads, int ws)
+static void stage_dims(fine_stage_dims *s, const int64_t res[3], int64_t C, int heads, int ws, int G)
 {
     int64_t mn = res[0];
     for (int d = 0; d < 3; d++) {
@@ -243,6 +258,11 @@ static void stage_dims(fine_stage_dims *s, const int64_t res[3], int64_t C, int 
     s->ws = mn < ws ? (int)mn : ws; /* the reference's rule: min(res) <= ws -> one window edge */
     s->shift = mn <= ws ? 0 : ws / 2;
     s->nW = (res[0] / s->ws) * (res[1] / s->ws) * (res[2] / s->ws);
+    /* the reference sizes pe (res/ws * G) per axis and reads the nW * G rows in its middle; with
+     * G = 1 that is every row in window order (B 2.4; A1's general rule for any crop) */
+    s->G = G;
+    s->pe_rows = s->nW * G * G * G;
+    s->pe_first = s->pe_rows / 2 - s->nW * G / 2;
 }
 
 int fine_model_build(fine_model *m, const fine_config *c, fine_err *e)
@@ -256,10 +276,10 @@ int fine_model_build(fine_model *m, const fine_config *c, fine_err *e)
     for (int d = 0; d < 3; d++)
         res[d] = c->crop[d] / c->patch[d];
     for (int i = 0; i < FINE_STAGES; i++) {
-        stage_dims(&m->enc[i], res, (int64_t)c->embed_dim << i, c->heads[i], c->window[i]);
+        stage_dims(&m->enc[i], res, (int64_t)c->embed_dim << i, c->heads[i], c->window[i], c->gt_num);
         if (i < FINE_STAGES - 1)
             stage_dims(&m->dec[i], res, (int64_t)c->embed_dim << i, c->dec_heads[FINE_STAGES - 2 - i],
-                       c->window[i]);
+                       c->window[i], c->gt_num);
         for (int d = 0; d < 3; d++)
             res[d] /= 2;
     }
@@ -384,7 +404,7 @@ size_t fine_model_reference_params(const fine_config *c)
 {
     /* B 4.3: every stage owns all of its modules in the reference, dead or not */
     size_t E = (size_t)c->embed_dim, H = E / 2, K = (size_t)c->num_classes;
-    size_t nV = (size_t)c->vt_map[1] * (size_t)c->vt_map[2];
+    size_t nV = (size_t)c->vt_map[1] * (size_t)c->vt_map[2], G = (size_t)c->gt_num;
     size_t n = H * (size_t)c->in_chans * 27 + H + H * H * 27 + H + 4 * H + E * H * 27 + E + E * E * 27 + E + 4 * E;
     size_t res = (size_t)(c->crop[0] / c->patch[0]) * (size_t)(c->crop[1] / c->patch[1]) *
                  (size_t)(c->crop[2] / c->patch[2]);
@@ -395,13 +415,13 @@ size_t fine_model_reference_params(const fine_config *c)
         size_t nW = res / (wsi * wsi * wsi) ? res / (wsi * wsi * wsi) : 1;
         size_t block = (3 + 1 + 4 + 4) * C * C + 2 * hidden_ratio * C * C + (2 + 3 + 1 + 2 + 1 + 3 + 1 + 3 + 1) * C +
                        hidden_ratio * C + (2 * wsi - 1) * (2 * wsi - 1) * (2 * wsi - 1) * h;
-        n += C * (1 + nV + nW) + (size_t)c->depths[i] * block + 16 * C * C + 2 * C + 2 * C;
+        n += C * (G + nV + nW * G * G * G) + (size_t)c->depths[i] * block + 16 * C * C + 2 * C + 2 * C;
         n += 2 * C; /* model_down.norm{i} */
         if (i < FINE_STAGES - 1) {
             size_t hd = (size_t)c->dec_heads[FINE_STAGES - 2 - i];
             size_t bd = (3 + 1 + 4 + 4) * C * C + 2 * hidden_ratio * C * C + (2 + 3 + 1 + 2 + 1 + 3 + 1 + 3 + 1) * C +
                         hidden_ratio * C + (2 * wsi - 1) * (2 * wsi - 1) * (2 * wsi - 1) * hd;
-            n += C * (1 + nV + nW) + (size_t)c->dec_depths[FINE_STAGES - 2 - i] * bd + 4 * C + 16 * C * C + C;
+            n += C * (G + nV + nW * G * G * G) + (size_t)c->dec_depths[FINE_STAGES - 2 - i] * bd + 4 * C + 16 * C * C + C;
         }
         res /= 8;
     }

@@ -3,8 +3,9 @@
  *
  * Parameters keep the reference's state_dict names and PyTorch layouts. Only live parameters
  * are allocated (A1): a block's gt_attn only where a later block consumes its memory tokens,
- * no vt_attn (depth <= 2), no PatchMerging after the last encoder stage, no 32^3 head
- * (final.2). The relative_position_index buffers are computed, not stored. */
+ * its vt_attn only where a later block's gt_attn reads the volume tokens (so none with depth
+ * <= 2), no PatchMerging after the last encoder stage, no 32^3 head (final.2). The
+ * relative_position_index buffers are computed, not stored. */
 #ifndef FINE_MODEL_H
 #define FINE_MODEL_H
 
@@ -19,6 +20,8 @@ extern "C" {
 
 #define FINE_STAGES 4
 #define FINE_MAX_WINDOW 16 /* fine_config_check's bound on the window edge */
+#define FINE_MAX_DEPTH 8   /* ... on the blocks of a stage */
+#define FINE_MAX_GT 4      /* ... on the memory tokens per window (pe grows with its cube) */
 #define FINE_NAME_LEN 96
 
 enum { FINE_VT_REFERENCE = 0, FINE_VT_CLAMP = 1 };
@@ -34,7 +37,7 @@ typedef struct fine_config {
                               * stage's (the reference's window_size[::-1][1:]) */
     double mlp_ratio;
     double drop_path;     /* drop-path rate (linearly increasing per block) */
-    int gt_num;           /* memory tokens per window (1) */
+    int gt_num;           /* memory tokens per window G (1) */
     int vt_map[3];        /* volume-token grid (z, y, x); only y, x are used */
     int max_imsize[3];
     int vt_overflow;      /* FINE_VT_REFERENCE or FINE_VT_CLAMP (A3) */
@@ -73,6 +76,9 @@ typedef struct fine_stage_dims {
     int ws;         /* window edge used (min(ws, res) as the reference does at the bottleneck) */
     int shift;      /* shift of odd blocks (0 when the grid is one window) */
     int64_t nW;     /* windows per sample */
+    int G;          /* memory tokens per window */
+    int64_t pe_rows, pe_first; /* the pe table's rows (nW * G^3, the reference's (res/ws * G)^3)
+                                * and the first of the nW * G it uses (its centred crop, B 2.4) */
 } fine_stage_dims;
 
 typedef struct fine_model {
@@ -109,6 +115,12 @@ float *fine_model_view(const fine_model *m, float *base, const char *fmt, ...)
  * parameter of the official state_dict incl. vt_check, excluding the index buffers). */
 size_t fine_model_live_params(const fine_model *m);
 size_t fine_model_reference_params(const fine_config *c);
+
+/* Which of a stage's blocks compute the memory-token attention (gt_attn: a later block reads
+ * its memory tokens) and the volume-token write-back and attention (vt_attn: a later block's
+ * gt_attn reads the bank), for block j of depth (A1). */
+int fine_block_has_gt(int depth, int j);
+int fine_block_has_vt(int depth, int j);
 
 /* pos2vtpos (B 3.4 with A3): the 4 volume-token indices for a crop position pos (z, y, x). */
 void fine_pos_to_vt(const fine_config *c, const int64_t pos[3], int out[4]);

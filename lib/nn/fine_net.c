@@ -2,13 +2,18 @@
  * B 1.2: patch embedding, four encoder stages (FINE blocks, skip norms, patch merging), three
  * decoder stages (patch expanding, skip addition, FINE blocks), two segmentation heads.
  *
- * A FINE block (B 2.1-2.4, 2.9), for tokens x (B, L, C) and memory tokens g (B*nW, C):
+ * A FINE block (B 2.1-2.5, 2.9), for tokens x (B, L, C) and G memory tokens per window g
+ * (B*nW, G, C):
  *   [g' ; y] = WindowAttention([g ; windows(LN1(x))])   bias and shift mask on the window part
  *   x1 = x + DP(y);  x2 = x1 + DP(MLP(LN2(x1)))
  * and, only when a later block consumes the memory tokens (A1):
  *   g1 = g + DP(g');  g2 = g1 + DP(MLP(LN2(g1)))          the same LN2 and MLP
- *   [. ; g_next] = MHSA([vt_1..vt_4 ; g2 + pe])            volume tokens chosen by pos
- * With depth 2, block 0 computes g_next for block 1; block 1's memory branch is dead. */
+ *   [v' ; g_next] = MHSA([V[k1..k4] ; g2 + pe])           volume tokens chosen by pos
+ * and, only when a later block's MHSA reads the volume tokens:
+ *   V_next = MHSA_vt(V + scatter(v' at k1..k4), key mask)  per-sample banks, no residual
+ * V is the layer's volume_token for block 0 (every sample alike), then each sample's own bank.
+ * With depth 2, block 0 computes g_next for block 1; block 1's memory branch is dead and no
+ * bank is written. */
 #include "nn/fine_net.h"
 
 #include <math.h>
@@ -40,7 +45,12 @@ typedef struct block_acts {
     float *g1, *gln, *gln_mean, *gln_rstd, *gfc1, *gact, *g2; /* (Bw, C|hidden) */
     float *u, *uqkv, *uatt, *uao, *upo;                       /* (B, 4+nW, C|3C), (B, h, U, U) */
     float *dpg1, *dpg2;                                       /* (Bw) */
-    float *gnext;                                             /* (Bw, C) next block's memory tokens */
+    float *gnext;                                             /* (Bw, G, C) next block's memory tokens */
+    /* volume-token write-back and attention (has_vt) */
+    int has_vt;
+    float *vnew;                      /* (B, 4, C) the MHSA's volume-token rows */
+    float *bankw, *vqkv, *vatt, *vao; /* (B, nV, C|3C), (B, h, nV, nV), (B, nV, C) */
+    float *vnext;                     /* (B, nV, C) the next block's bank */
 } block_acts;
 
 typedef struct layer_acts {
@@ -48,9 +58,9 @@ typedef struct layer_acts {
     const char *prefix; /* "model_down.layers.%d" or "encoder.layers.%d" */
     int index, depth;
     float *in;          /* (B*L, C) layer input (owned by whoever produced it) */
-    float *gt0;         /* (Bw, C) the global token broadcast to every window */
+    float *gt0;         /* (Bw, G, C) the global tokens broadcast to every window */
     float *mask;        /* (nW, N, N) shift mask, NULL when the layer is not shifted */
-    block_acts blk[2];
+    block_acts blk[FINE_MAX_DEPTH];
 } layer_acts;
 
 typedef struct conv_act {
@@ -70,7 +80,9 @@ struct fine_net {
     const fine_backend *be;
     float *w;            /* device backends: the parameters (fine_net_load_params); CPU: NULL, m->w is used */
     int64_t *relpos[FINE_MAX_WINDOW + 1]; /* fine_model's relpos, in the backend's memory */
-    int *vt_dev;         /* volume-token indices of the last forward, in the backend's memory */
+    int *vt_dev;         /* n->vt in the backend's memory */
+    float *vt_key;       /* (nV) volume-token key mask of the last forward: 0 visited, -1000 not (B 2.5) */
+    float *vt_key_dev;   /* vt_key in the backend's memory */
     float *xdev;         /* device backends: the uploaded input */
     float *dp_host;      /* host mirror of the drop-path scales, [dp_first, dp_end) of the arena */
     char *dp_first, *dp_end;
@@ -96,14 +108,16 @@ struct fine_net {
     /* heads */
     fine_convT3d_shape head_s[2];
     float *logits[2];
-    /* per-sample volume-token indices of the last forward */
+    /* volume-token indices of the last forward (B, 4), then the same offset by b * nV into
+     * per-sample banks (B, nV, C) */
     int *vt;
     /* scratch: convolution work space and the backward's gradient buffers */
     float *conv_scratch;
     size_t conv_scratch_n;
     float *ga, *gb, *gc, *gd, *ge; /* max_act floats each (token and convolution sized), ge max_hid */
     float *gw1, *gw2, *gw3, *gw4; /* window-sized: gw2 max_win3 (Bw*T*3C), the others max_win */
-    float *gw5;                   /* the memory tokens' gradient: max over stages of Bw*C */
+    float *gw5;                   /* the memory tokens' gradient: max over stages of Bw*G*C */
+    float *gv;                    /* a bank's gradient, carried between blocks: max B*nV*C */
     float *gatt;                        /* the backend's attention-backward scratch */
     int eval;                           /* evaluation only: no backward, pooled block buffers */
     int recompute;                      /* training nets: fine_recompute */
@@ -111,7 +125,7 @@ struct fine_net {
      * the block buffers the backward recomputes (plan_layer: by recompute level) */
     bump pool[4];
     size_t pool_max[4], main_bytes;
-    size_t max_act, max_hid, max_win, max_win3, max_gt, att_scratch_n, max_tok;
+    size_t max_act, max_hid, max_win, max_win3, max_gt, max_bank, att_scratch_n, max_tok;
     char *arena;
     size_t bytes;
 };
@@ -169,12 +183,12 @@ static void plan_layer(fine_net *n, layer_acts *la, bump *b, bump *d, const fine
 {
     const fine_model *m = n->m;
     int64_t B = n->B, L = tokens(s), C = s->C, h = s->heads, N = (int64_t)s->ws * s->ws * s->ws;
-    int64_t T = N + 1, Bw = B * s->nW, hid = hidden_of(m, C), U = NVT + s->nW;
+    int64_t G = s->G, T = N + G, Bw = B * s->nW, hid = hidden_of(m, C), U = NVT + s->nW * G, nV = m->nV;
     la->s = s;
     la->prefix = prefix;
     la->index = index;
     la->depth = depth;
-    la->gt0 = take(b, (size_t)(Bw * C));
+    la->gt0 = take(b, (size_t)(Bw * G * C));
     la->mask = s->shift > 0 && depth > 1 ? take(b, (size_t)(s->nW * N * N)) : NULL;
     for (int j = 0; j < depth; j++) {
         block_acts *k = &la->blk[j];
@@ -218,15 +232,16 @@ static void plan_layer(fine_net *n, layer_acts *la, bump *b, bump *d, const fine
         k->out = take(ko, (size_t)(B * L * C));
         k->dpx1 = take(d, (size_t)B);
         k->dpx2 = take(d, (size_t)B);
-        k->has_gt = j < depth - 1;
+        k->has_gt = fine_block_has_gt(depth, j);
+        k->has_vt = fine_block_has_vt(depth, j);
         if (k->has_gt) {
-            k->g1 = take(kb, (size_t)(Bw * C));
-            k->gln = take(kb, (size_t)(Bw * C));
-            k->gln_mean = take(kb, (size_t)Bw);
-            k->gln_rstd = take(kb, (size_t)Bw);
-            k->gfc1 = take(kb, (size_t)(Bw * hid));
-            k->gact = take(kb, (size_t)(Bw * hid));
-            k->g2 = take(kb, (size_t)(Bw * C));
+            k->g1 = take(kb, (size_t)(Bw * G * C));
+            k->gln = take(kb, (size_t)(Bw * G * C));
+            k->gln_mean = take(kb, (size_t)(Bw * G));
+            k->gln_rstd = take(kb, (size_t)(Bw * G));
+            k->gfc1 = take(kb, (size_t)(Bw * G * hid));
+            k->gact = take(kb, (size_t)(Bw * G * hid));
+            k->g2 = take(kb, (size_t)(Bw * G * C));
             k->u = take(kb, (size_t)(B * U * C));
             k->uqkv = take(kb, (size_t)(B * U * 3 * C));
             k->uatt = take(kb, (size_t)(B * h * U * U));
@@ -234,7 +249,15 @@ static void plan_layer(fine_net *n, layer_acts *la, bump *b, bump *d, const fine
             k->upo = take(kb, (size_t)(B * U * C));
             k->dpg1 = take(d, (size_t)Bw);
             k->dpg2 = take(d, (size_t)Bw);
-            k->gnext = take(ko, (size_t)(Bw * C));
+            k->gnext = take(ko, (size_t)(Bw * G * C));
+        }
+        if (k->has_vt) {
+            k->vnew = take(kb, (size_t)(B * NVT * C));
+            k->bankw = take(kb, (size_t)(B * nV * C));
+            k->vqkv = take(kb, (size_t)(B * nV * 3 * C));
+            k->vatt = take(kb, (size_t)(B * h * nV * nV));
+            k->vao = take(kb, (size_t)(B * nV * C));
+            k->vnext = take(ko, (size_t)(B * nV * C));
         }
         pool_end(n, 2);
         pool_end(n, j & 1);
@@ -242,26 +265,37 @@ static void plan_layer(fine_net *n, layer_acts *la, bump *b, bump *d, const fine
          * (max_win), of qkv (max_win3), and of the memory-token branch (no T x T score matrix:
          * the backends keep those in the attention scratch) */
         size_t win = (size_t)(Bw * T * C) > (size_t)(B * U * C) ? (size_t)(Bw * T * C) : (size_t)(B * U * C);
+        if (k->has_vt && (size_t)(B * nV * C) > win)
+            win = (size_t)(B * nV * C);
         if (win > n->max_win)
             n->max_win = win;
         if (3 * win > n->max_win3)
             n->max_win3 = 3 * win;
-        if ((size_t)(Bw * C) > n->max_gt)
-            n->max_gt = (size_t)(Bw * C);
+        if ((size_t)(Bw * G * C) > n->max_gt)
+            n->max_gt = (size_t)(Bw * G * C);
+        if (k->has_vt && (size_t)(B * nV * C) > n->max_bank)
+            n->max_bank = (size_t)(B * nV * C);
         /* the MLP backward's hidden-sized gradient (and, for the memory tokens, both of them) */
-        size_t hmax = (size_t)(B * L * hid) > (size_t)(2 * Bw * hid) ? (size_t)(B * L * hid) : (size_t)(2 * Bw * hid);
+        size_t hmax = (size_t)(B * L * hid) > (size_t)(2 * Bw * G * hid) ? (size_t)(B * L * hid)
+                                                                          : (size_t)(2 * Bw * G * hid);
         if (hmax > n->max_hid)
             n->max_hid = hmax;
         need_act(n, (size_t)(B * L * C));
         if ((size_t)(B * L * C) > n->max_tok)
             n->max_tok = (size_t)(B * L * C);
-        fine_attn_shape as = {Bw, T, C, (int)h, 1, s->shift ? s->nW : 0};
+        fine_attn_shape as = {Bw, T, C, (int)h, (int)G, s->shift ? s->nW : 0};
         size_t att = n->be->attention_scratch(n->be->ctx, &as);
         if (att > n->att_scratch_n)
             n->att_scratch_n = att;
         if (k->has_gt) {
             fine_attn_shape us = {B, U, C, (int)h, 0, 0};
             att = n->be->attention_scratch(n->be->ctx, &us);
+            if (att > n->att_scratch_n)
+                n->att_scratch_n = att;
+        }
+        if (k->has_vt) {
+            fine_attn_shape vs = {B, nV, C, (int)h, 0, 0};
+            att = n->be->attention_scratch(n->be->ctx, &vs);
             if (att > n->att_scratch_n)
                 n->att_scratch_n = att;
         }
@@ -303,7 +337,7 @@ static void plan(fine_net *n, bump *b, bump *d)
     const fine_model *m = n->m;
     const fine_config *c = &m->cfg;
     int64_t B = n->B, E = c->embed_dim, H = E / 2, K = c->num_classes;
-    n->max_act = n->max_hid = n->max_win = n->max_win3 = n->max_gt = 0;
+    n->max_act = n->max_hid = n->max_win = n->max_win3 = n->max_gt = n->max_bank = 0;
     n->conv_scratch_n = n->att_scratch_n = n->max_tok = 0;
 
     /* patch embedding: conv k3 stride (2,2,2) -> GELU -> LN, conv k3 -> GELU -> LN,
@@ -411,6 +445,7 @@ static void plan(fine_net *n, bump *b, bump *d)
         n->gw3 = take(b, n->max_win);
         n->gw4 = take(b, n->max_win);
         n->gw5 = take(b, n->max_gt);
+        n->gv = take(b, n->max_bank);
         n->gatt = take(b, n->att_scratch_n);
     }
     if (n->be->is_device) {
@@ -420,7 +455,8 @@ static void plan(fine_net *n, bump *b, bump *d)
             size_t N = (size_t)ws * ws * ws; /* m->relpos[ws]'s size */
             n->relpos[ws] = n->m->relpos[ws] ? (int64_t *)take(b, N * N * 2) : NULL; /* int64: two floats */
         }
-        n->vt_dev = (int *)take(b, (size_t)B * NVT);
+        n->vt_dev = (int *)take(b, (size_t)(2 * B * NVT));
+        n->vt_key_dev = take(b, (size_t)m->nV);
     }
 }
 
@@ -458,9 +494,10 @@ static fine_net *plan_net(const fine_backend *be, const fine_model *m, int B, in
     n->bytes = total;
     n->arena = be->alloc(be->ctx, total);
     n->dp_host = malloc(dp_bytes ? dp_bytes : 1);
-    n->vt = calloc((size_t)B * NVT, sizeof(int));
+    n->vt = calloc((size_t)(2 * B * NVT), sizeof(int));
+    n->vt_key = calloc((size_t)m->nV, sizeof(float));
     float *mask_host = NULL;
-    if (!n->arena || !n->dp_host || !n->vt) {
+    if (!n->arena || !n->dp_host || !n->vt || !n->vt_key) {
         fine_err_set(e, "out of memory on %s: activations for batch %d need %.2f GB", be->name, B,
                      (double)total / 1e9);
         fine_net_free(n);
@@ -477,6 +514,7 @@ static fine_net *plan_net(const fine_backend *be, const fine_model *m, int B, in
     if (!be->is_device) { /* the host arrays serve as they are */
         memcpy(n->relpos, m->relpos, sizeof n->relpos);
         n->vt_dev = n->vt;
+        n->vt_key_dev = n->vt_key;
     }
     else {
         for (int ws = 1; ws <= FINE_MAX_WINDOW; ws++) {
@@ -596,6 +634,7 @@ void fine_net_free(fine_net *n)
         n->be->free(n->be->ctx, n->arena);
     free(n->dp_host);
     free(n->vt);
+    free(n->vt_key);
     free(n);
 }
 
@@ -763,18 +802,19 @@ static void gelu_ln(const fine_backend *be, float *act, float *t, float *ln, flo
         be->to_channels_first(be->ctx, cf, ln, B, C, V);
 }
 
-/* [g ; window] sequences (Bw, N + 1, C) from the memory tokens (Bw, C) and windows (Bw, N, C) */
+/* [g ; window] sequences (Bw, G + N, C) from the memory tokens (Bw, G, C) and windows (Bw, N, C) */
 static void pack_sequences(const fine_backend *be, float *seq, const float *gt, const float *win, int64_t Bw,
-                           int64_t N, int64_t C)
+                           int64_t G, int64_t N, int64_t C)
 {
-    be->copy_rows(be->ctx, seq, (N + 1) * C, gt, C, Bw, C);
-    be->copy_rows(be->ctx, seq + C, (N + 1) * C, win, N * C, Bw, N * C);
+    be->copy_rows(be->ctx, seq, (G + N) * C, gt, G * C, Bw, G * C);
+    be->copy_rows(be->ctx, seq + G * C, (G + N) * C, win, N * C, Bw, N * C);
 }
 
 /* the window part of the sequences */
-static void unpack_windows(const fine_backend *be, float *win, const float *seq, int64_t Bw, int64_t N, int64_t C)
+static void unpack_windows(const fine_backend *be, float *win, const float *seq, int64_t Bw, int64_t G, int64_t N,
+                           int64_t C)
 {
-    be->copy_rows(be->ctx, win, N * C, seq + C, (N + 1) * C, Bw, N * C);
+    be->copy_rows(be->ctx, win, N * C, seq + G * C, (G + N) * C, Bw, N * C);
 }
 
 static void mlp_forward(const fine_backend *be, float *out, float *fc1, float *act, const float *in,
@@ -825,12 +865,16 @@ static void layer_forward(fine_net *n, const fine_model *m, float *w, layer_acts
     void *cx = be->ctx;
     const fine_stage_dims *s = la->s;
     int64_t B = n->B, L = tokens(s), C = s->C, h = s->heads, N = (int64_t)s->ws * s->ws * s->ws;
-    int64_t T = N + 1, Bw = B * s->nW, hid = hidden_of(m, C), nW = s->nW, U = NVT + nW;
+    int64_t G = s->G, T = N + G, Bw = B * s->nW, hid = hidden_of(m, C), nW = s->nW, U = NVT + nW * G;
+    int64_t nV = m->nV;
     char lp[64], bp[96];
     snprintf(lp, sizeof lp, la->prefix, la->index);
-    be->copy_rows(cx, la->gt0, C, fine_model_view(m, w, "%s.global_token", lp), 0, Bw, C);
+    be->copy_rows(cx, la->gt0, G * C, fine_model_view(m, w, "%s.global_token", lp), 0, Bw, G * C);
     const float *x = la->in;
     const float *g = la->gt0;
+    /* the volume tokens block j reads: the parameter (block 0), then each sample's bank */
+    const float *bank = fine_model_view(m, w, "%s.volume_token", lp);
+    const int *idx = n->vt_dev;
     float *tmp = n->ga, *tmp2 = n->gb;
     for (int j = 0; j < la->depth; j++) {
         block_acts *k = &la->blk[j];
@@ -840,16 +884,16 @@ static void layer_forward(fine_net *n, const fine_model *m, float *w, layer_acts
         be->layernorm_forward(cx, k->ln1, k->ln1_mean, k->ln1_rstd, x, fine_model_view(m, w, "%s.norm1.weight", bp),
                               fine_model_view(m, w, "%s.norm1.bias", bp), B * L, C);
         be->window_partition(cx, tmp, k->ln1, B, s->res[0], s->res[1], s->res[2], C, s->ws, shift);
-        pack_sequences(be, k->seq, g, tmp, Bw, N, C);
+        pack_sequences(be, k->seq, g, tmp, Bw, G, N, C);
         be->linear_forward(cx, k->qkv, k->seq, fine_model_view(m, w, "%s.attn.qkv.weight", bp),
                            fine_model_view(m, w, "%s.attn.qkv.bias", bp), Bw * T, C, 3 * C);
         be->relpos_bias(cx, k->bias, fine_model_view(m, w, "%s.attn.relative_position_bias_table", bp), n->relpos[s->ws],
                         (int)h, (int)N);
-        fine_attn_shape as = {Bw, T, C, (int)h, 1, shift ? nW : 0};
+        fine_attn_shape as = {Bw, T, C, (int)h, (int)G, shift ? nW : 0};
         be->attention_forward(cx, &as, k->ao, k->att, k->qkv, k->bias, shift ? la->mask : NULL, NULL);
         be->linear_forward(cx, k->po, k->ao, fine_model_view(m, w, "%s.attn.proj.weight", bp),
                            fine_model_view(m, w, "%s.attn.proj.bias", bp), Bw * T, C, C);
-        unpack_windows(be, tmp, k->po, Bw, N, C);
+        unpack_windows(be, tmp, k->po, Bw, G, N, C);
         be->window_reverse(cx, tmp2, tmp, B, s->res[0], s->res[1], s->res[2], C, s->ws, shift);
         if (k->dp_on)
             be->drop_path(cx, tmp2, k->dpx1, B, L, C);
@@ -861,17 +905,17 @@ static void layer_forward(fine_net *n, const fine_model *m, float *w, layer_acts
             be->drop_path(cx, tmp2, k->dpx2, B, L, C);
         be->add(cx, k->out, k->x1, tmp2, B * L * C);
         if (k->has_gt) {
-            /* memory tokens: residual (token 0 of each window's output), the shared MLP, then
-             * attention with the volume tokens */
-            be->axpy_rows(cx, k->g1, C, g, k->po, T * C, k->dpg1, Bw, C);
+            /* memory tokens: residual (tokens 0..G-1 of each window's output; drop path per
+             * window), the shared MLP, then attention with the volume tokens */
+            be->axpy_rows(cx, k->g1, G * C, g, k->po, T * C, k->dpg1, Bw, G * C);
             be->layernorm_forward(cx, k->gln, k->gln_mean, k->gln_rstd, k->g1, fine_model_view(m, w, "%s.norm2.weight", bp),
-                                  fine_model_view(m, w, "%s.norm2.bias", bp), Bw, C);
-            mlp_forward(be, tmp, k->gfc1, k->gact, k->gln, m, w, bp, Bw, C, hid);
+                                  fine_model_view(m, w, "%s.norm2.bias", bp), Bw * G, C);
+            mlp_forward(be, tmp, k->gfc1, k->gact, k->gln, m, w, bp, Bw * G, C, hid);
             if (k->dp_on)
-                be->drop_path(cx, tmp, k->dpg2, Bw, 1, C);
-            be->add(cx, k->g2, k->g1, tmp, Bw * C);
-            be->memtok_gather(cx, k->u, fine_model_view(m, w, "%s.volume_token", lp), n->vt_dev, k->g2,
-                              fine_model_view(m, w, "%s.pe", lp), B, nW, C, NVT);
+                be->drop_path(cx, tmp, k->dpg2, Bw, G, C);
+            be->add(cx, k->g2, k->g1, tmp, Bw * G * C);
+            be->memtok_gather(cx, k->u, bank, idx, k->g2, fine_model_view(m, w, "%s.pe", lp) + s->pe_first * C, B,
+                              nW * G, C, NVT);
             be->linear_forward(cx, k->uqkv, k->u, fine_model_view(m, w, "%s.gt_attn.qkv.weight", bp),
                                fine_model_view(m, w, "%s.gt_attn.qkv.bias", bp), B * U, C, 3 * C);
             fine_attn_shape us = {B, U, C, (int)h, 0, 0};
@@ -879,8 +923,27 @@ static void layer_forward(fine_net *n, const fine_model *m, float *w, layer_acts
             be->linear_forward(cx, k->upo, k->uao, fine_model_view(m, w, "%s.gt_attn.proj.weight", bp),
                                fine_model_view(m, w, "%s.gt_attn.proj.bias", bp), B * U, C, C);
             /* the next block's memory tokens: rows NVT.. of each sample, window-major */
-            be->copy_rows(cx, k->gnext, nW * C, k->upo + NVT * C, U * C, B, nW * C);
+            be->copy_rows(cx, k->gnext, nW * G * C, k->upo + NVT * C, U * C, B, nW * G * C);
             g = k->gnext;
+        }
+        if (k->has_vt) {
+            /* write-back: each sample's bank plus the new volume tokens at its 4 rows (distinct
+             * within a sample, so the reference's assignment into zeros is this sum), then
+             * attention among the bank's tokens with the unvisited ones masked as keys */
+            if (j == 0)
+                be->copy_rows(cx, k->bankw, nV * C, bank, 0, B, nV * C);
+            else
+                be->copy(cx, k->bankw, bank, (size_t)(B * nV * C) * sizeof(float));
+            be->copy_rows(cx, k->vnew, NVT * C, k->upo, U * C, B, NVT * C);
+            be->memtok_gather_backward(cx, k->bankw, NULL, NULL, k->vnew, n->vt_dev + B * NVT, B, 0, C, NVT);
+            be->linear_forward(cx, k->vqkv, k->bankw, fine_model_view(m, w, "%s.vt_attn.qkv.weight", bp),
+                               fine_model_view(m, w, "%s.vt_attn.qkv.bias", bp), B * nV, C, 3 * C);
+            fine_attn_shape vs = {B, nV, C, (int)h, 0, 0};
+            be->attention_forward(cx, &vs, k->vao, k->vatt, k->vqkv, NULL, NULL, n->vt_key_dev);
+            be->linear_forward(cx, k->vnext, k->vao, fine_model_view(m, w, "%s.vt_attn.proj.weight", bp),
+                               fine_model_view(m, w, "%s.vt_attn.proj.bias", bp), B * nV, C, C);
+            bank = k->vnext;
+            idx = n->vt_dev + B * NVT;
         }
         x = k->out;
     }
@@ -899,14 +962,23 @@ void fine_net_forward(fine_net *n, fine_model *m, const float *x, const int64_t 
         x = n->xdev;
     }
     n->x = x;
-    /* volume tokens and the visitation counter (B 2.7: an indexed increment, once per index) */
-    for (int64_t b = 0; b < B; b++)
+    /* volume tokens (and the same as rows of per-sample banks) and the visitation counter
+     * (B 2.7: an indexed increment, once per index; a shard's caller counts the whole batch),
+     * whose state after the increment masks the unvisited tokens as keys (B 2.5) */
+    for (int64_t b = 0; b < B; b++) {
         fine_pos_to_vt(c, pos + b * 3, n->vt + b * NVT);
-    if (be->is_device)
-        be->upload(cx, n->vt_dev, n->vt, (size_t)(B * NVT) * sizeof(int));
-    draw_scales(n, m, train, &rng);
+        for (int q = 0; q < NVT; q++)
+            n->vt[(B + b) * NVT + q] = n->vt[b * NVT + q] + (int)b * m->nV;
+    }
     if (n->shard_batch == 0)
         fine_vt_visit(m, pos, B);
+    for (int v = 0; v < m->nV; v++)
+        n->vt_key[v] = m->vt_check[v] >= 1.0f ? 0.0f : -1000.0f;
+    if (be->is_device) {
+        be->upload(cx, n->vt_dev, n->vt, (size_t)(2 * B * NVT) * sizeof(int));
+        be->upload(cx, n->vt_key_dev, n->vt_key, (size_t)m->nV * sizeof(float));
+    }
+    draw_scales(n, m, train, &rng);
 
     /* patch embedding */
     int64_t r1[3];
@@ -1013,14 +1085,17 @@ static void layer_backward(fine_net *n, const fine_model *m, layer_acts *la, flo
 {
     const fine_stage_dims *s = la->s;
     int64_t B = n->B, L = tokens(s), C = s->C, h = s->heads, N = (int64_t)s->ws * s->ws * s->ws;
-    int64_t T = N + 1, Bw = B * s->nW, hid = hidden_of(m, C), nW = s->nW, U = NVT + nW;
+    int64_t G = s->G, T = N + G, Bw = B * s->nW, hid = hidden_of(m, C), nW = s->nW, U = NVT + nW * G;
+    int64_t nV = m->nV;
     const fine_backend *be = n->be;
     void *cx = be->ctx;
     const float *w = n->be->is_device ? n->w : m->w;
     char lp[64], bp[96];
     snprintf(lp, sizeof lp, la->prefix, la->index);
-    float *dgnext = NULL; /* (Bw, C) gradient of the memory tokens the next block received */
+    float *dgnext = NULL; /* (Bw, G, C) gradient of the memory tokens the next block received */
     float *dg_keep = n->gw5;
+    /* (B, nV, C) gradient of the bank the next block read (its block's vnext), when it has_vt */
+    float *dbank = n->gv;
     for (int j = la->depth - 1; j >= 0; j--) {
         block_acts *k = &la->blk[j];
         snprintf(bp, sizeof bp, "%s.blocks.%d", lp, j);
@@ -1056,10 +1131,32 @@ static void layer_backward(fine_net *n, const fine_model *m, layer_acts *la, flo
         float *dg_in = NULL; /* (Bw, C): gradient of this block's memory tokens g */
         be->zero(cx, dpo, (size_t)(Bw * T * C) * sizeof(float));
         if (k->has_gt) {
-            /* dupo rows NVT.. = dgnext */
+            float *dvnew = n->gw4; /* (B, NVT, C); dpo's buffer, zeroed again below */
+            if (k->has_vt) {
+                /* vnext = proj(MHSA(qkv(bankw))): dbank = d(vnext) becomes d(bankw), which is
+                 * also d(bank) (the write-back adds); d(vnew) = its rows at the 4 indices */
+                float *dvao = n->gw1, *dvqkv = n->gw2;
+                be->zero(cx, dvao, (size_t)(B * nV * C) * sizeof(float));
+                be->linear_backward(cx, dvao, fine_model_view(m, grad, "%s.vt_attn.proj.weight", bp),
+                                     fine_model_view(m, grad, "%s.vt_attn.proj.bias", bp), dbank, k->vao,
+                                     fine_model_view(m, (float *)w, "%s.vt_attn.proj.weight", bp), B * nV, C, C);
+                be->zero(cx, dvqkv, (size_t)(B * nV * 3 * C) * sizeof(float));
+                fine_attn_shape vs = {B, nV, C, (int)h, 0, 0};
+                be->attention_backward(cx, &vs, dvqkv, NULL, dvao, k->vqkv, k->vatt, n->gatt);
+                be->zero(cx, dbank, (size_t)(B * nV * C) * sizeof(float));
+                be->linear_backward(cx, dbank, fine_model_view(m, grad, "%s.vt_attn.qkv.weight", bp),
+                                     fine_model_view(m, grad, "%s.vt_attn.qkv.bias", bp), dvqkv, k->bankw,
+                                     fine_model_view(m, (float *)w, "%s.vt_attn.qkv.weight", bp), B * nV, C, 3 * C);
+                be->memtok_gather(cx, dvnew, dbank, n->vt_dev + B * NVT, NULL, NULL, B, 0, C, NVT);
+            } else if (j > 0) {
+                be->zero(cx, dbank, (size_t)(B * nV * C) * sizeof(float));
+            }
+            /* dupo rows NVT.. = dgnext, rows 0..NVT-1 = dvnew */
             float *dupo = n->gw3; /* (B, U, C) */
             be->zero(cx, dupo, (size_t)(B * U * C) * sizeof(float));
-            be->copy_rows(cx, dupo + NVT * C, U * C, dgnext, nW * C, B, nW * C);
+            be->copy_rows(cx, dupo + NVT * C, U * C, dgnext, nW * G * C, B, nW * G * C);
+            if (k->has_vt)
+                be->copy_rows(cx, dupo, U * C, dvnew, NVT * C, B, NVT * C);
             float *duao = n->gw1;
             be->zero(cx, duao, (size_t)(B * U * C) * sizeof(float));
             be->linear_backward(cx, duao, fine_model_view(m, grad, "%s.gt_attn.proj.weight", bp),
@@ -1074,38 +1171,44 @@ static void layer_backward(fine_net *n, const fine_model *m, layer_acts *la, flo
             be->linear_backward(cx, du, fine_model_view(m, grad, "%s.gt_attn.qkv.weight", bp),
                                  fine_model_view(m, grad, "%s.gt_attn.qkv.bias", bp), duqkv, k->u,
                                  fine_model_view(m, (float *)w, "%s.gt_attn.qkv.weight", bp), B * U, C, 3 * C);
+            /* block 0 read the parameter (and, with has_vt, wrote every sample's copy of it);
+             * a later block read its bank, whose gradient goes on to the block before */
             float *dvt = fine_model_view(m, grad, "%s.volume_token", lp);
-            float *dpe = fine_model_view(m, grad, "%s.pe", lp);
-            float *dg2 = n->gw1; /* (Bw, C) */
-            be->memtok_gather_backward(cx, dvt, dpe, dg2, du, n->vt_dev, B, nW, C, NVT);
+            float *dpe = fine_model_view(m, grad, "%s.pe", lp) + s->pe_first * C;
+            float *dg2 = n->gw1; /* (Bw, G, C) */
+            if (j == 0 && k->has_vt)
+                be->sum_rows_acc(cx, dvt, dbank, B, nV * C);
+            be->memtok_gather_backward(cx, j == 0 ? dvt : dbank, dpe, dg2, du, j == 0 ? n->vt_dev : n->vt_dev + B * NVT,
+                                       B, nW * G, C, NVT);
             /* g2 = g1 + DP(MLP(LN2(g1))) */
             float *dg1 = n->gw2;
-            be->copy(cx, dg1, dg2, (size_t)(Bw * C) * sizeof(float));
+            be->copy(cx, dg1, dg2, (size_t)(Bw * G * C) * sizeof(float));
             if (k->dp_on)
-                be->drop_path(cx, dg2, k->dpg2, Bw, 1, C);
+                be->drop_path(cx, dg2, k->dpg2, Bw, G, C);
             float *dgln = n->gw4;
-            be->zero(cx, dgln, (size_t)(Bw * C) * sizeof(float));
-            mlp_backward(be, w, dgln, dg2, k->gln, k->gfc1, k->gact, m, grad, bp, Bw, C, hid, dbig, dbig + Bw * hid);
+            be->zero(cx, dgln, (size_t)(Bw * G * C) * sizeof(float));
+            mlp_backward(be, w, dgln, dg2, k->gln, k->gfc1, k->gact, m, grad, bp, Bw * G, C, hid, dbig,
+                         dbig + Bw * G * hid);
             be->layernorm_backward(cx, dg1, fine_model_view(m, grad, "%s.norm2.weight", bp),
                                     fine_model_view(m, grad, "%s.norm2.bias", bp), dgln, k->g1,
                                     fine_model_view(m, (float *)w, "%s.norm2.weight", bp), k->gln_mean,
-                                    k->gln_rstd, Bw, C);
-            /* g1 = g + DP1(po[:, 0]) */
+                                    k->gln_rstd, Bw * G, C);
+            /* g1 = g + DP1(po[:, :G]) */
             be->zero(cx, dpo, (size_t)(Bw * T * C) * sizeof(float));
-            be->axpy_rows(cx, dpo, T * C, NULL, dg1, C, k->dpg1, Bw, C);
-            be->copy(cx, dg_keep, dg1, (size_t)(Bw * C) * sizeof(float));
+            be->axpy_rows(cx, dpo, T * C, NULL, dg1, G * C, k->dpg1, Bw, G * C);
+            be->copy(cx, dg_keep, dg1, (size_t)(Bw * G * C) * sizeof(float));
             dg_in = dg_keep;
         }
         /* recomputed (pool 3): the sequences [g; windows of LN1(x)] (LN1's output in tmp, its
          * windows in dao's buffer, both free until below), qkv, the attention probabilities
          * and output */
-        fine_attn_shape as = {Bw, T, C, (int)h, 1, shift ? nW : 0};
+        fine_attn_shape as = {Bw, T, C, (int)h, (int)G, shift ? nW : 0};
         if (n->recompute >= FINE_RECOMPUTE_ALL) {
             be->layernorm_forward(cx, tmp, k->ln1_mean, k->ln1_rstd, xin,
                                   fine_model_view(m, (float *)w, "%s.norm1.weight", bp),
                                   fine_model_view(m, (float *)w, "%s.norm1.bias", bp), B * L, C);
             be->window_partition(cx, dao, tmp, B, s->res[0], s->res[1], s->res[2], C, s->ws, shift);
-            pack_sequences(be, k->seq, j == 0 ? la->gt0 : la->blk[j - 1].gnext, dao, Bw, N, C);
+            pack_sequences(be, k->seq, j == 0 ? la->gt0 : la->blk[j - 1].gnext, dao, Bw, G, N, C);
             be->linear_forward(cx, k->qkv, k->seq, fine_model_view(m, (float *)w, "%s.attn.qkv.weight", bp),
                                fine_model_view(m, (float *)w, "%s.attn.qkv.bias", bp), Bw * T, C, 3 * C);
             be->attention_forward(cx, &as, k->ao, k->att, k->qkv, k->bias, shift ? la->mask : NULL, NULL);
@@ -1118,7 +1221,7 @@ static void layer_backward(fine_net *n, const fine_model *m, layer_acts *la, flo
         /* window-order gradient of po[:, 1:] */
         float *dwin = dx1; /* dx1 no longer needed */
         be->window_partition(cx, dwin, tmp, B, s->res[0], s->res[1], s->res[2], C, s->ws, shift);
-        be->copy_rows(cx, dpo + C, T * C, dwin, N * C, Bw, N * C);
+        be->copy_rows(cx, dpo + G * C, T * C, dwin, N * C, Bw, N * C);
         be->zero(cx, dao, (size_t)(Bw * T * C) * sizeof(float));
         be->linear_backward(cx, dao, fine_model_view(m, grad, "%s.attn.proj.weight", bp),
                              fine_model_view(m, grad, "%s.attn.proj.bias", bp), dpo, k->ao,
@@ -1133,12 +1236,12 @@ static void layer_backward(fine_net *n, const fine_model *m, layer_acts *la, flo
         be->linear_backward(cx, dseq, fine_model_view(m, grad, "%s.attn.qkv.weight", bp),
                              fine_model_view(m, grad, "%s.attn.qkv.bias", bp), dqkv, k->seq,
                              fine_model_view(m, (float *)w, "%s.attn.qkv.weight", bp), Bw * T, C, 3 * C);
-        /* memory token gradient: token 0 of every sequence */
-        float *dgt = n->gw2; /* (Bw, C) */
-        be->copy_rows(cx, dgt, C, dseq, T * C, Bw, C);
+        /* memory tokens' gradient: tokens 0..G-1 of every sequence */
+        float *dgt = n->gw2; /* (Bw, G, C) */
+        be->copy_rows(cx, dgt, G * C, dseq, T * C, Bw, G * C);
         if (dg_in)
-            be->accumulate(cx, dgt, dg_in, Bw * C);
-        unpack_windows(be, dwin, dseq, Bw, N, C);
+            be->accumulate(cx, dgt, dg_in, Bw * G * C);
+        unpack_windows(be, dwin, dseq, Bw, G, N, C);
         float *dln1 = tmp;
         be->zero(cx, dln1, (size_t)(B * L * C) * sizeof(float));
         be->window_partition_acc(cx, dln1, dwin, B, s->res[0], s->res[1], s->res[2], C, s->ws, shift);
@@ -1149,11 +1252,11 @@ static void layer_backward(fine_net *n, const fine_model *m, layer_acts *la, flo
         /* the memory tokens g of this block came from the previous block's gt attention, or
          * from the layer's global token */
         if (j > 0) {
-            be->copy(cx, dg_keep, dgt, (size_t)(Bw * C) * sizeof(float));
+            be->copy(cx, dg_keep, dgt, (size_t)(Bw * G * C) * sizeof(float));
             dgnext = dg_keep;
         } else {
             float *dtok = fine_model_view(m, grad, "%s.global_token", lp);
-            be->sum_rows_acc(cx, dtok, dgt, Bw, C);
+            be->sum_rows_acc(cx, dtok, dgt, Bw, G * C);
         }
         /* the next (earlier) block's output gradient is dx: hand it over as dout */
         if (j > 0) {
@@ -1348,13 +1451,16 @@ double fine_net_forward_flops(const fine_model *m, int B)
             const fine_stage_dims *s = pass ? &m->dec[i] : &m->enc[i];
             int depth = pass ? c->dec_depths[FINE_STAGES - 2 - i] : c->depths[i];
             double L = (double)tokens(s), C = (double)s->C, N = (double)s->ws * s->ws * s->ws;
-            double T = N + 1, nW = (double)s->nW, hid = (double)hidden_of(m, s->C), U = NVT + nW;
+            double G = s->G, T = N + G, nW = (double)s->nW, hid = (double)hidden_of(m, s->C), U = NVT + nW * G;
+            double nV = m->nV;
             for (int j = 0; j < depth; j++) {
                 f += 2 * nW * T * C * 4 * C;          /* qkv + proj */
                 f += 2 * nW * T * T * C * 2;          /* scores + values */
                 f += 2 * L * C * hid * 2;             /* mlp */
-                if (j < depth - 1)
-                    f += 2 * nW * C * hid * 2 + 2 * U * C * 4 * C + 2 * U * U * C * 2;
+                if (fine_block_has_gt(depth, j))
+                    f += 2 * nW * G * C * hid * 2 + 2 * U * C * 4 * C + 2 * U * U * C * 2;
+                if (fine_block_has_vt(depth, j))
+                    f += 2 * nV * C * 4 * C + 2 * nV * nV * C * 2;
             }
             if (!pass && i < FINE_STAGES - 1)
                 f += 2 * (L / 8) * (2 * C) * C * 8;  /* patch merging */

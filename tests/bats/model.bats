@@ -66,6 +66,45 @@ PY
     [[ "$output" == *"crop"* ]]
     run fine-model describe --preset nope
     [ "$status" -eq 2 ]
+    run fine-model describe --preset tiny --set gt_num=5
+    [ "$status" -eq 1 ]
+    [[ "$output" == *"gt_num 5 must be 1..4"* ]]
+    run fine-model describe --preset tiny --set depths=2,9,2,2
+    [ "$status" -eq 1 ]
+    [[ "$output" == *"depths[1] = 9 must be 1..8"* ]]
+}
+
+# params FILE: "live reference" parameter counts from fine-model describe's output
+params() { sed -n 's/^# parameters: \([0-9]*\) live, \([0-9]*\) in the reference.*/\1 \2/p' "$1"; }
+
+@test "depths above 2 and 2 memory tokens per window: the live parameters, the counts, a checkpoint round trip" {
+    fine-model describe --preset tiny > "$T/d1"
+    fine-model describe --preset tiny --set gt_num=2 > "$T/d2"
+    read -r l1 r1 < <(params "$T/d1")
+    read -r l2 r2 < <(params "$T/d2")
+    # gt_num 2 adds, per layer, a second global token and pe rows nW * (2^3 - 1): tiny's grids
+    # 16, 8, 4, 2 in windows of 2 have 512, 64, 8, 1 windows, C = 24, 48, 96, 192, the decoder
+    # the first three again: sum of C * (1 + 7 nW) = 114600 + 113064
+    [ $((l2 - l1)) -eq 227664 ]
+    [ $((r2 - r1)) -eq 227664 ]
+    fine-model init --preset tiny --set depths=3,2,4,2 --set gt_num=2 --seed 5 -o "$T/m.fst"
+    run fine-model describe --model "$T/m.fst"
+    [ "$status" -eq 0 ]
+    [[ "$output" == *"depths=3,2,4,2"* ]]
+    [[ "$output" == *"gt_num=2"* ]]
+    # vt_attn where a later block's gt_attn reads the bank: stage 0 block 0, stage 2 blocks 0, 1
+    "$FINE_PYTHON" - "$T/m.fst" <<'PY'
+import sys, fine_stream
+names = {r["name"]: r["array"].shape for r in fine_stream.read(sys.argv[1]) if "name" in r and "array" in r}
+vt = sorted(n for n in names if ".vt_attn." in n)
+assert vt == sorted(f"model_down.layers.{l}.blocks.{b}.vt_attn.{m}.{p}" for l, b in ((0, 0), (2, 0), (2, 1))
+                    for m in ("qkv", "proj") for p in ("weight", "bias")), vt
+gt = sorted(n for n in names if ".gt_attn." in n and n.startswith("model_down.layers.2."))
+assert len(gt) == 12, gt  # blocks 0, 1, 2 of 4
+assert names["model_down.layers.0.global_token"] == (2, 24), names["model_down.layers.0.global_token"]
+assert names["model_down.layers.0.pe"] == (512 * 8, 24), names["model_down.layers.0.pe"]
+assert names["encoder.layers.2.pe"] == (8 * 8, 96), names["encoder.layers.2.pe"]
+PY
 }
 
 @test "init writes a checkpoint that loads back with the same configuration and values" {

@@ -122,3 +122,22 @@ PY
     fine-model run --model "$T/m.fst" --grad --batch 2 "$T/p.fst" "$T/l.fst"
     peer_agrees "$T/m.fst" "$T/p.fst" "$T/l.fst"
 }
+
+@test "torch_peer: depths above 2 and 2 memory tokens per window: logits and gradients agree, and float64 central differences" {
+    need_torch
+    # depths 3,3,4,3 / 3,2,4: blocks write their volume tokens back into per-sample banks and
+    # run vt_attn (the key mask from vt_check: only the batch's tokens are visited), the next
+    # block's gt_attn reads the banks; 2 memory tokens per window, pe with nW * 8 rows read in
+    # its middle nW * 2. Two samples on different volume tokens.
+    fine-model init --preset tiny --set depths=3,3,4,3 --set dec_depths=3,2,4 --set gt_num=2 --seed 3 -o "$T/m.fst"
+    mk_patches "$T/p.fst" 2
+    run fine-model run --model "$T/m.fst" --grad --batch 2 "$T/p.fst" "$T/l.fst"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    run "$FINE_PYTHON" "$TORCH_FINE" compare --model "$T/m.fst" --input "$T/p.fst" --logits "$T/l.fst" \
+        --grads "$T/l.fst" --fd 'layers\.1\.blocks\.0\.vt_attn\.qkv\.weight$|encoder\.layers\.0\.blocks\.1\.vt_attn\.proj\.weight$|layers\.1\.(pe|volume_token)$'
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [[ "$output" == *"fd: 6 parameters"* ]]
+    [[ "$output" == *"compare PASS"* ]]
+}

@@ -1,7 +1,8 @@
 /* test_net_eval: the evaluation-only plan (fine_net_plan_eval_on) computes the same logits as
  * the training plan, bit for bit on the CPU, in less memory; training-mode forwards on the
  * training plan are unaffected (heads computed stage by stage); every recompute level of the
- * training plan gives the same gradients in less memory. */
+ * training plan gives the same gradients in less memory. "tiny-deep" adds the memory paths of
+ * depths above 2 and two memory tokens per window (banks, vt_attn, their pooled buffers). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,16 +10,30 @@
 #include "nn/backend.h"
 #include "nn/fine_model.h"
 #include "nn/fine_net.h"
+#include "nn/ops.h"
 #include "nn/train.h"
 #include "rng.h"
 #include "tap.h"
+
+/* a preset, or "tiny-deep": tiny with depths 3,4,3,3 / 3,2,3 and 2 memory tokens per window */
+static void config_of(fine_config *c, const char *name)
+{
+    int deep = strcmp(name, "tiny-deep") == 0;
+    fine_config_preset(c, deep ? "tiny" : name);
+    if (!deep)
+        return;
+    int d[FINE_STAGES] = {3, 4, 3, 3}, dd[FINE_STAGES - 1] = {3, 2, 3};
+    memcpy(c->depths, d, sizeof d);
+    memcpy(c->dec_depths, dd, sizeof dd);
+    c->gt_num = 2;
+}
 
 static void compare(tap *t, const char *preset, int B)
 {
     fine_config c;
     fine_model m;
     fine_err e = {0};
-    fine_config_preset(&c, preset);
+    config_of(&c, preset);
     if (!tap_ok(t, fine_model_build(&m, &c, &e) == 0, "%s: build (%s)", preset, e.msg))
         return;
     fine_model_init(&m, 5);
@@ -63,7 +78,7 @@ static void levels(tap *t, const char *preset, int B)
     fine_config c;
     fine_model m;
     fine_err e = {0};
-    fine_config_preset(&c, preset);
+    config_of(&c, preset);
     c.drop_path = 0.1; /* the backward must see the forward's drop-path scales too */
     if (!tap_ok(t, fine_model_build(&m, &c, &e) == 0, "%s: build (%s)", preset, e.msg))
         return;
@@ -138,6 +153,9 @@ static void auto_level(tap *t)
         return;
     fine_backend small = *fine_backend_cpu();
     small.alloc = limited_alloc;
+    /* one thread: with more, the trainer splits the batch into smaller nets (shards.h), which
+     * would fit where the test means the whole batch not to */
+    fine_nn_set_threads(1);
     size_t none = fine_net_plan_train_bytes_on(&small, &m, 2, FINE_RECOMPUTE_NONE);
     size_t mlp = fine_net_plan_train_bytes_on(&small, &m, 2, FINE_RECOMPUTE_MLP);
     size_t gelu = fine_net_plan_train_bytes_on(&small, &m, 2, FINE_RECOMPUTE_GELU);
@@ -165,6 +183,8 @@ int main(void)
     compare(&t, "tiny", 2);
     compare(&t, "small", 1);
     levels(&t, "tiny", 2);
+    compare(&t, "tiny-deep", 2);
+    levels(&t, "tiny-deep", 2);
     auto_level(&t);
     /* the bcv plan's sizes only (no allocation) */
     fine_config c;
