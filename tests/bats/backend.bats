@@ -36,6 +36,15 @@ no_gpu() {
     [[ "$output" == *"model: 9 passed, 0 failed"* ]]
 }
 
+@test "the model check passes with the CPU on both sides for depths above 2 and 2 memory tokens" {
+    [ "$FINE_SANITIZE" = 1 ] && skip "about a minute under ASan"
+    run "$FINE_GPUTESTS/model" cpu tiny-deep
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [[ "$output" == *"preset tiny-deep"* ]]
+    [[ "$output" == *"model: 9 passed, 0 failed"* ]]
+}
+
 @test "fine-train --device: a bad name is a usage error; cuda without a GPU is one line, no checkpoint" {
     run fine-train --preset tiny --device tpu -o "$T/run" /dev/null
     [ "$status" -eq 2 ]

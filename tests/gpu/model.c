@@ -1,5 +1,7 @@
 /* tests/gpu/model: the whole network on a GPU backend against the CPU, TAP output.
  *   model [DEVICE [PRESET [PRECISION]]]    defaults: cuda tiny fp32
+ * PRESET tiny-deep: tiny with depths 3,3,4,3 / 3,2,4 and 2 memory tokens per window (the
+ * volume-token banks, vt_attn and its key mask, G leading tokens).
  * Tolerances below are fp32's; at precision tf32 and fp16 (products of 10-bit mantissas) they are
  * stated in the tol_* variables: logits 1e-2, loss 1e-4 and gradient norm 1e-3 (as fp32), update
  * 2e-3, fall 20% (about ten times what an H200 measured at tf32: 9.7e-4, 2.9e-8, 1.4e-5, 1.1e-4, 0);
@@ -94,7 +96,17 @@ int main(int argc, char **argv)
     const int B = 2;
     fine_config c;
     fine_model mc, mg;
-    fine_config_preset(&c, preset);
+    int deep = strcmp(preset, "tiny-deep") == 0;
+    if (fine_config_preset(&c, deep ? "tiny" : preset) < 0) {
+        fprintf(stderr, "model: unknown preset %s\n", preset);
+        return 1;
+    }
+    if (deep) {
+        int d[FINE_STAGES] = {3, 3, 4, 3}, dd[FINE_STAGES - 1] = {3, 2, 4};
+        memcpy(c.depths, d, sizeof d);
+        memcpy(c.dec_depths, dd, sizeof dd);
+        c.gt_num = 2;
+    }
     if (fine_model_build(&mc, &c, &e) < 0 || fine_model_build(&mg, &c, &e) < 0) {
         fprintf(stderr, "model: %s\n", e.msg);
         return 1;

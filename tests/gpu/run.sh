@@ -67,6 +67,7 @@ say "# $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version,memory.to
 step parity 60 ours "$bin/parity" cuda
 step "parity bf16" 60 ours "$bin/parity" --precision bf16 cuda
 step model 45 ours "$bin/model" cuda tiny
+step "model deep" 45 ours "$bin/model" cuda tiny-deep
 step "model tf32" 45 ours "$bin/model" cuda tiny tf32
 step "model bf16" 45 ours "$bin/model" cuda tiny bf16
 step "model fp16" 45 ours "$bin/model" cuda tiny fp16

@@ -34,16 +34,15 @@ static double max_diff(const float *a, const float *b, int64_t n)
     return m;
 }
 
-int main(void)
+/* One configuration: a training step on 1 thread against 2 shards, then the predictor. */
+static void check(tap *t, const char *label, fine_config c)
 {
-    tap t = {0};
-    fine_config c;
     fine_model ma, mb;
     fine_err e = {0};
-    fine_config_preset(&c, "tiny");
     c.drop_path = 0.3;
-    if (!tap_ok(&t, fine_model_build(&ma, &c, &e) == 0 && fine_model_build(&mb, &c, &e) == 0, "build (%s)", e.msg))
-        return tap_done(&t);
+    printf("# %s\n", label);
+    if (!tap_ok(t, fine_model_build(&ma, &c, &e) == 0 && fine_model_build(&mb, &c, &e) == 0, "build (%s)", e.msg))
+        return;
     fine_model_init(&ma, 11);
     fine_model_init(&mb, 11);
     const int B = 2;
@@ -63,9 +62,9 @@ int main(void)
     int ok = fine_trainer_init(&ta, &ma, B, &e) == 0;
     omp_set_num_threads(2);
     ok = ok && fine_trainer_init(&tb, &mb, B, &e) == 0;
-    if (!tap_ok(&t, ok && ta.shards == 1 && tb.shards == 2, "1 thread: one net; 2 threads: 2 shards of 1 sample (%s)",
+    if (!tap_ok(t, ok && ta.shards == 1 && tb.shards == 2, "1 thread: one net; 2 threads: 2 shards of 1 sample (%s)",
                 e.msg))
-        return tap_done(&t);
+        return;
 
     fine_train_opts o;
     fine_train_opts_init(&o);
@@ -76,16 +75,16 @@ int main(void)
     int64_t n0 = fine_net_logits_numel(ta.net, 0);
     /* the forward of each sample is the same arithmetic; only sgemm's blocking may differ */
     double dl = max_diff(fine_net_logits(ta.net, 0), tb.logits0, n0), sl = max_abs(fine_net_logits(ta.net, 0), n0);
-    tap_ok(&t, dl <= 1e-5 * sl, "head-0 logits of the batch: max difference %.3g (max |logit| %.3g, tolerance 1e-5 relative)",
+    tap_ok(t, dl <= 1e-5 * sl, "head-0 logits of the batch: max difference %.3g (max |logit| %.3g, tolerance 1e-5 relative)",
            dl, sl);
-    tap_ok(&t, fabs(la - lb) <= 1e-6 * fabs(la), "loss %.9g vs %.9g (drop path 0.3; tolerance 1e-6 relative)", la, lb);
-    tap_ok(&t, fabs(na - nb) <= 1e-5 * na, "gradient norm %.9g vs %.9g (tolerance 1e-5 relative)", na, nb);
+    tap_ok(t, fabs(la - lb) <= 1e-6 * fabs(la), "loss %.9g vs %.9g (drop path 0.3; tolerance 1e-6 relative)", la, lb);
+    tap_ok(t, fabs(na - nb) <= 1e-5 * na, "gradient norm %.9g vs %.9g (tolerance 1e-5 relative)", na, nb);
     int64_t P = (int64_t)ma.nfloats;
     double dg = max_diff(ta.grad, tb.grad, P), sg = max_abs(ta.grad, P);
-    tap_ok(&t, dg <= 1e-4 * sg, "parameter gradient: max difference %.3g of max %.3g (tolerance 1e-4 relative)", dg, sg);
+    tap_ok(t, dg <= 1e-4 * sg, "parameter gradient: max difference %.3g of max %.3g (tolerance 1e-4 relative)", dg, sg);
     double dw = max_diff(ma.w, mb.w, P);
-    tap_ok(&t, dw <= 1e-6, "parameters after the step: max difference %.3g (tolerance 1e-6)", dw);
-    tap_ok(&t, memcmp(ma.vt_check, mb.vt_check, (size_t)ma.nV * sizeof(float)) == 0,
+    tap_ok(t, dw <= 1e-6, "parameters after the step: max difference %.3g (tolerance 1e-6)", dw);
+    tap_ok(t, memcmp(ma.vt_check, mb.vt_check, (size_t)ma.nV * sizeof(float)) == 0,
            "the visitation counter: counted once per batch, as one net counts it");
     int64_t pos_same[6] = {0, 0, 0, 0, 0, 0};
     float *vt0 = malloc((size_t)mb.nV * sizeof(float));
@@ -94,13 +93,13 @@ int main(void)
     double added = 0;
     for (int v = 0; v < mb.nV; v++)
         added += mb.vt_check[v] - vt0[v];
-    tap_ok(&t, added == 4, "two samples at the same position add 1 to each of their 4 volume tokens (added %g)", added);
+    tap_ok(t, added == 4, "two samples at the same position add 1 to each of their 4 volume tokens (added %g)", added);
     fine_train_step(&ta, &ma, &o, x, y, pos_same, 0.01, &na);
 
     /* a second step: the optimizer's state agrees too */
     la = fine_train_step(&ta, &ma, &o, x, y, pos, 0.01, &na);
     lb = fine_train_step(&tb, &mb, &o, x, y, pos, 0.01, &nb);
-    tap_ok(&t, fabs(la - lb) <= 1e-5 * fabs(la) && max_diff(ma.w, mb.w, P) <= 1e-5,
+    tap_ok(t, fabs(la - lb) <= 1e-5 * fabs(la) && max_diff(ma.w, mb.w, P) <= 1e-5,
            "after 3 steps: loss %.9g vs %.9g, parameters within %.3g (tolerances 1e-5)", la, lb, max_diff(ma.w, mb.w, P));
 
     /* evaluation: the same Dice counts of the first sample only */
@@ -115,7 +114,7 @@ int main(void)
         seen_b += cb.tp[k] + cb.fn[k];
         mism += fabs(ca.tp[k] - cb.tp[k]) + fabs(ca.fp[k] - cb.fp[k]);
     }
-    tap_ok(&t, seen_a == (double)L && seen_b == (double)L && mism <= 1e-4 * (double)L,
+    tap_ok(t, seen_a == (double)L && seen_b == (double)L && mism <= 1e-4 * (double)L,
            "evaluation of 1 sample of 2: %g and %g voxels counted (%lld), %g counts differ (ties; at most 1e-4)", seen_a,
            seen_b, (long long)L, mism);
 
@@ -129,7 +128,7 @@ int main(void)
         pa = fine_infer_new(&ma, B, tta, &e);
         omp_set_num_threads(2);
         pb = fine_infer_new(&ma, B, tta, &e);
-        if (!tap_ok(&t, pa && pb, "tta %d: predictors (%s)", tta, e.msg))
+        if (!tap_ok(t, pa && pb, "tta %d: predictors (%s)", tta, e.msg))
             break;
         for (int n = B; n >= 1; n--) {
             for (int b = 0; b < n; b++) {
@@ -152,7 +151,7 @@ int main(void)
                 double db = max_diff(fine_infer_prob(pa, b), fine_infer_prob(pb, b), fine_infer_prob_numel(pa));
                 d = db > d ? db : d;
             }
-            tap_ok(&t, ra == 0 && rb == 0 && d <= 1e-6 && vt_same,
+            tap_ok(t, ra == 0 && rb == 0 && d <= 1e-6 && vt_same,
                    "tta %d, %d patch(es) of %d: probabilities of 2 shards within %.3g of one net's (tolerance 1e-6), "
                    "the same visitation counts",
                    tta, n, B, d);
@@ -165,5 +164,20 @@ int main(void)
     free(x);
     free(y);
     free(vt0);
+}
+
+int main(void)
+{
+    tap t = {0};
+    fine_config c;
+    fine_config_preset(&c, "tiny");
+    check(&t, "tiny", c);
+    /* the memory paths of depths above 2 (per-sample banks, vt_attn with the key mask from the
+     * counter the caller advances once per batch) and 2 memory tokens per window */
+    int d[FINE_STAGES] = {3, 2, 3, 2};
+    memcpy(c.depths, d, sizeof d);
+    c.dec_depths[1] = 3;
+    c.gt_num = 2;
+    check(&t, "tiny, depths 3,2,3,2 / 2,3,2, gt_num 2", c);
     return tap_done(&t);
 }
