@@ -1101,7 +1101,7 @@ static void layer_backward(fine_net *n, const fine_model *m, layer_acts *la, flo
         snprintf(bp, sizeof bp, "%s.blocks.%d", lp, j);
         int shift = j % 2 ? s->shift : 0;
         const float *xin = j == 0 ? la->in : la->blk[j - 1].out;
-        /* scratch: gc, gd token-sized; ge hidden-sized; gw1..gw4 window-sized, gw5 (Bw, C) */
+        /* scratch: gc, gd token-sized; ge hidden-sized; gw1..gw4 window-sized, gw5 (Bw, G, C), gv (B, nV, C) */
         float *dx1 = n->gc, *tmp = n->gd, *dbig = n->ge;
         float *dseq = n->gw1, *dqkv = n->gw2, *dao = n->gw3, *dpo = n->gw4;
         /* x2 = x1 + DP2(MLP(LN2(x1))) */
@@ -1128,7 +1128,7 @@ static void layer_backward(fine_net *n, const fine_model *m, layer_acts *la, flo
                                 fine_model_view(m, (float *)w, "%s.norm2.weight", bp), k->ln2_mean, k->ln2_rstd,
                                 B * L, C);
         /* memory-token branch (this block produced the next block's memory tokens) */
-        float *dg_in = NULL; /* (Bw, C): gradient of this block's memory tokens g */
+        float *dg_in = NULL; /* (Bw, G, C): gradient of this block's memory tokens g */
         be->zero(cx, dpo, (size_t)(Bw * T * C) * sizeof(float));
         if (k->has_gt) {
             float *dvnew = n->gw4; /* (B, NVT, C); dpo's buffer, zeroed again below */
@@ -1213,12 +1213,12 @@ static void layer_backward(fine_net *n, const fine_model *m, layer_acts *la, flo
                                fine_model_view(m, (float *)w, "%s.attn.qkv.bias", bp), Bw * T, C, 3 * C);
             be->attention_forward(cx, &as, k->ao, k->att, k->qkv, k->bias, shift ? la->mask : NULL, NULL);
         }
-        /* x1 = x + DP1(reverse(po[:, 1:])) */
+        /* x1 = x + DP1(reverse(po[:, G:])) */
         be->accumulate(cx, dx, dx1, B * L * C); /* residual */
         be->copy(cx, tmp, dx1, (size_t)(B * L * C) * sizeof(float));
         if (k->dp_on)
             be->drop_path(cx, tmp, k->dpx1, B, L, C);
-        /* window-order gradient of po[:, 1:] */
+        /* window-order gradient of po[:, G:] */
         float *dwin = dx1; /* dx1 no longer needed */
         be->window_partition(cx, dwin, tmp, B, s->res[0], s->res[1], s->res[2], C, s->ws, shift);
         be->copy_rows(cx, dpo + G * C, T * C, dwin, N * C, Bw, N * C);
