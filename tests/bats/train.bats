@@ -61,6 +61,30 @@ assert worst < 1e-5 and moved > 0, worst
 PY
 }
 
+@test "depths above 2 and 2 memory tokens: training and resume are exact (the visitation counter travels in the checkpoint), fine-infer runs it" {
+    # at depth 3 the logits depend on vt_check (the bank attention's key mask), so resuming
+    # must restore the counter as well as the parameters and the optimizer state
+    make_batches "$T" 4
+    fine-train --preset tiny --set depths=3,2,3,2 --set gt_num=2 --set drop_path=0.2 --threads 2 --epochs 2 \
+        --iters-per-epoch 2 --save-every 1 --quiet -o "$T/a" "$T/batches.fst"
+    fine-train --resume "$T/a/latest.fst" --threads 2 --quiet -o "$T/b" "$T/batches.fst"
+    params_equal "$T/a/final.fst" "$T/b/final.fst"
+    "$FINE_PYTHON" - "$T/a/final.fst" "$T/b/final.fst" <<'PY'
+import sys, numpy as np, fine_stream
+def model(p):
+    return next(r for r in fine_stream.read(p) if r["type"] == "model")
+a, b = model(sys.argv[1]), model(sys.argv[2])
+assert a["config"]["depths"] == [3, 2, 3, 2] and a["config"]["gt_num"] == 2, a["config"]
+va, vb = np.asarray(a["vt_check"]), np.asarray(b["vt_check"])
+assert va.sum() > 0 and np.array_equal(va, vb), (va.ravel(), vb.ravel())
+PY
+    fine-patch --grid --patch 32,64,64 "$NORM" > "$T/grid.fst"
+    run fine-infer --model "$T/a/final.fst" --batch 2 --threads 2 "$T/grid.fst" "$T/pred.fst"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [ -s "$T/pred.fst" ]
+}
+
 @test "--recompute all trains the parameters of --recompute none, bit for bit; bad --recompute and --precision are usage errors" {
     make_batches "$T" 4
     fine-train --preset tiny --epochs 2 --iters-per-epoch 2 --recompute none --quiet -o "$T/a" "$T/batches.fst"
