@@ -205,6 +205,16 @@ int fine_block_has_vt(int depth, int j)
     return j < depth - 2;
 }
 
+/* A ClassicAttention module (gt_attn or vt_attn) of block j: qkv and proj Linears. */
+static void add_classic(table *t, const char *prefix, int j, const char *module, int64_t C)
+{
+    char p[FINE_NAME_LEN];
+    snprintf(p, sizeof p, "%s.blocks.%d.%s.qkv", prefix, j, module);
+    add_linear(t, p, 3 * C, C);
+    snprintf(p, sizeof p, "%s.blocks.%d.%s.proj", prefix, j, module);
+    add_linear(t, p, C, C);
+}
+
 /* A layer's tokens and blocks; gt_attn and vt_attn only where a later block consumes them (A1). */
 static void add_layer(table *t, const char *prefix, const fine_stage_dims *s, int depth, int nV,
                       double mlp_ratio)
@@ -230,18 +240,10 @@ static void add_layer(table *t, const char *prefix, const fine_stage_dims *s, in
         add_linear(t, p, hidden, C);
         snprintf(p, sizeof p, "%s.blocks.%d.mlp.fc2", prefix, j);
         add_linear(t, p, C, hidden);
-        if (fine_block_has_gt(depth, j)) {
-            snprintf(p, sizeof p, "%s.blocks.%d.gt_attn.qkv", prefix, j);
-            add_linear(t, p, 3 * C, C);
-            snprintf(p, sizeof p, "%s.blocks.%d.gt_attn.proj", prefix, j);
-            add_linear(t, p, C, C);
-        }
-        if (fine_block_has_vt(depth, j)) {
-            snprintf(p, sizeof p, "%s.blocks.%d.vt_attn.qkv", prefix, j);
-            add_linear(t, p, 3 * C, C);
-            snprintf(p, sizeof p, "%s.blocks.%d.vt_attn.proj", prefix, j);
-            add_linear(t, p, C, C);
-        }
+        if (fine_block_has_gt(depth, j))
+            add_classic(t, prefix, j, "gt_attn", C);
+        if (fine_block_has_vt(depth, j))
+            add_classic(t, prefix, j, "vt_attn", C);
     }
 }
 
