@@ -7,7 +7,8 @@
  *   decoder stage, the memory tokens, pe, the volume tokens; the pe rows outside the centred
  *   crop get no gradient. The float32 forward limits this: differences of a sum of ~7e3 move
  *   by up to 1.3e-3 with the thread count and the build (measured). The engine's gradients
- *   agree with float64 central differences to 4e-7 in tests/bats/torch_peer.bats (torch).
+ *   agree with float64 central differences to 4e-7 in tests/bats/torch_peer.bats (torch), and
+ *   with the official code's autograd at batch 1 in tests/bats/reference.bats.
  * - The bank of each sample is its own: with every volume token visited, a batch of 3 on the
  *   token grid's edges gives each sample's logits alone, at depth 2 (A1: measured so on the
  *   reference) and deeper (the reference's depth >= 3 offsets would not), both vt_overflow modes.
