@@ -47,7 +47,7 @@ static void check(tap *t, const char *label, fine_config c)
     fine_model_init(&mb, 11);
     const int B = 2;
     int64_t L = (int64_t)c.crop[0] * c.crop[1] * c.crop[2];
-    float *x = malloc((size_t)(B * L) * sizeof(float));
+    float *x = calloc((size_t)(B * L), sizeof(float)); /* zeros: the generator adds to them */
     uint8_t *y = malloc((size_t)(B * L));
     fine_rng rng;
     fine_rng_seed(&rng, 5);
