@@ -728,19 +728,12 @@ def cmd_parity(args):
             with torch.no_grad():
                 o = m64(x64, pos)
                 return (o[0].double().sum() + o[1].double().sum()).item()
-        h = 1e-4
         for name in ("model_down.patch_embed.proj1.conv1.bias", "model_down.patch_embed.proj2.conv1.bias",
                      "input/x")[:max(1, args.fd) if args.fd < 3 else 3]:
             t = x64 if name == "input/x" else prm[name].data
             g = grads[name].reshape(-1)
             j = int(g.abs().argmax())
-            flat = t.view(-1)
-            flat[j] += h
-            lp = loss()
-            flat[j] -= 2 * h
-            lm = loss()
-            flat[j] += h
-            fd = (lp - lm) / (2 * h)
+            fd = _central_difference(t, j, loss)
             fxd, fxi, _ = fx["sample/grad/" + name]
             hit = np.nonzero(fxi == j)[0]
             ref = f"{fxd[hit[0]]:.6g}" if hit.size else "not sampled"
@@ -750,6 +743,19 @@ def cmd_parity(args):
             ok = ok and e <= 1e-3
     print(f"parity {'PASS' if ok else 'FAIL'}: outputs {worst:.3e}, grads {gworst:.3e}, tolerance {args.tol:g}")
     return 0 if ok else 1
+
+
+def _central_difference(t, j, loss, h=1e-4):
+    """(loss(t[j] + h) - loss(t[j] - h)) / 2h for entry j of the flattened tensor t, which is
+    restored afterwards."""
+    flat = t.view(-1)
+    old = flat[j].item()
+    flat[j] = old + h
+    lp = loss()
+    flat[j] = old - h
+    lm = loss()
+    flat[j] = old
+    return (lp - lm) / (2 * h)
 
 
 # ----------------------------------------------------------------------------- compare
@@ -846,7 +852,7 @@ def cmd_compare(args):
 
 def _compare_fd(args, engine, x, pos):
     """The engine's gradient of every parameter whose name matches args.fd, at its largest
-    entry, against central differences of this model's float64 forward (h 1e-4)."""
+    entry, against central differences of this model's float64 forward."""
     m64, _ = load_checkpoint(args.model)  # vt_check as the engine's forward found it
     m64 = m64.double()
     x64 = x.double()
@@ -860,18 +866,11 @@ def _compare_fd(args, engine, x, pos):
     if not names:
         print(f"fd: no engine gradient matches '{args.fd}'")
         return False
-    worst, wname, h = 0.0, "", 1e-4
+    worst, wname = 0.0, ""
     for name in names:
         g = engine[name]
         j = int(np.abs(g).argmax())
-        flat = prm[name].data.view(-1)
-        old = flat[j].item()
-        flat[j] = old + h
-        lp = loss()
-        flat[j] = old - h
-        lm = loss()
-        flat[j] = old
-        fd = (lp - lm) / (2 * h)
+        fd = _central_difference(prm[name].data, j, loss)
         e = abs(fd - float(g[j])) / max(abs(fd), 1e-12)
         if args.verbose:
             print(f"fd {name}[{j}]: float64 central difference {fd:.6g}, engine {g[j]:.6g}")

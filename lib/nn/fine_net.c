@@ -178,6 +178,19 @@ static float *temporary(fine_net *n, size_t nfloats)
     return p;
 }
 
+static void need_attention(fine_net *n, fine_attn_shape s)
+{
+    size_t v = n->be->attention_scratch(n->be->ctx, &s);
+    if (v > n->att_scratch_n)
+        n->att_scratch_n = v;
+}
+
+/* The volume-token indices of the last forward as rows of the per-sample banks (b * nV added). */
+static const int *bank_rows(const fine_net *n)
+{
+    return n->vt_dev + n->B * NVT;
+}
+
 static void plan_layer(fine_net *n, layer_acts *la, bump *b, bump *d, const fine_stage_dims *s,
                        const char *prefix, int index, int depth)
 {
@@ -283,22 +296,11 @@ static void plan_layer(fine_net *n, layer_acts *la, bump *b, bump *d, const fine
         need_act(n, (size_t)(B * L * C));
         if ((size_t)(B * L * C) > n->max_tok)
             n->max_tok = (size_t)(B * L * C);
-        fine_attn_shape as = {Bw, T, C, (int)h, (int)G, s->shift ? s->nW : 0};
-        size_t att = n->be->attention_scratch(n->be->ctx, &as);
-        if (att > n->att_scratch_n)
-            n->att_scratch_n = att;
-        if (k->has_gt) {
-            fine_attn_shape us = {B, U, C, (int)h, 0, 0};
-            att = n->be->attention_scratch(n->be->ctx, &us);
-            if (att > n->att_scratch_n)
-                n->att_scratch_n = att;
-        }
-        if (k->has_vt) {
-            fine_attn_shape vs = {B, nV, C, (int)h, 0, 0};
-            att = n->be->attention_scratch(n->be->ctx, &vs);
-            if (att > n->att_scratch_n)
-                n->att_scratch_n = att;
-        }
+        need_attention(n, (fine_attn_shape){Bw, T, C, (int)h, (int)G, s->shift ? s->nW : 0});
+        if (k->has_gt)
+            need_attention(n, (fine_attn_shape){B, U, C, (int)h, 0, 0});
+        if (k->has_vt)
+            need_attention(n, (fine_attn_shape){B, nV, C, (int)h, 0, 0});
     }
 }
 
@@ -935,7 +937,7 @@ static void layer_forward(fine_net *n, const fine_model *m, float *w, layer_acts
             else
                 be->copy(cx, k->bankw, bank, (size_t)(B * nV * C) * sizeof(float));
             be->copy_rows(cx, k->vnew, NVT * C, k->upo, U * C, B, NVT * C);
-            be->memtok_gather_backward(cx, k->bankw, NULL, NULL, k->vnew, n->vt_dev + B * NVT, B, 0, C, NVT);
+            be->memtok_gather_backward(cx, k->bankw, NULL, NULL, k->vnew, bank_rows(n), B, 0, C, NVT);
             be->linear_forward(cx, k->vqkv, k->bankw, fine_model_view(m, w, "%s.vt_attn.qkv.weight", bp),
                                fine_model_view(m, w, "%s.vt_attn.qkv.bias", bp), B * nV, C, 3 * C);
             fine_attn_shape vs = {B, nV, C, (int)h, 0, 0};
@@ -943,7 +945,7 @@ static void layer_forward(fine_net *n, const fine_model *m, float *w, layer_acts
             be->linear_forward(cx, k->vnext, k->vao, fine_model_view(m, w, "%s.vt_attn.proj.weight", bp),
                                fine_model_view(m, w, "%s.vt_attn.proj.bias", bp), B * nV, C, C);
             bank = k->vnext;
-            idx = n->vt_dev + B * NVT;
+            idx = bank_rows(n);
         }
         x = k->out;
     }
@@ -1147,7 +1149,7 @@ static void layer_backward(fine_net *n, const fine_model *m, layer_acts *la, flo
                 be->linear_backward(cx, dbank, fine_model_view(m, grad, "%s.vt_attn.qkv.weight", bp),
                                      fine_model_view(m, grad, "%s.vt_attn.qkv.bias", bp), dvqkv, k->bankw,
                                      fine_model_view(m, (float *)w, "%s.vt_attn.qkv.weight", bp), B * nV, C, 3 * C);
-                be->memtok_gather(cx, dvnew, dbank, n->vt_dev + B * NVT, NULL, NULL, B, 0, C, NVT);
+                be->memtok_gather(cx, dvnew, dbank, bank_rows(n), NULL, NULL, B, 0, C, NVT);
             } else if (j > 0) {
                 be->zero(cx, dbank, (size_t)(B * nV * C) * sizeof(float));
             }
@@ -1178,7 +1180,7 @@ static void layer_backward(fine_net *n, const fine_model *m, layer_acts *la, flo
             float *dg2 = n->gw1; /* (Bw, G, C) */
             if (j == 0 && k->has_vt)
                 be->sum_rows_acc(cx, dvt, dbank, B, nV * C);
-            be->memtok_gather_backward(cx, j == 0 ? dvt : dbank, dpe, dg2, du, j == 0 ? n->vt_dev : n->vt_dev + B * NVT,
+            be->memtok_gather_backward(cx, j == 0 ? dvt : dbank, dpe, dg2, du, j == 0 ? n->vt_dev : bank_rows(n),
                                        B, nW * G, C, NVT);
             /* g2 = g1 + DP(MLP(LN2(g1))) */
             float *dg1 = n->gw2;

@@ -31,10 +31,10 @@ need_torch() {
     [[ "$output" == *"parity FAIL"* ]]
 }
 
-# peer_agrees MODEL PATCHES LOGITS: the torch model's logits and gradients agree with those
-# fine-model run --grad wrote (compare PASS)
+# peer_agrees MODEL PATCHES LOGITS [COMPARE OPTIONS]: the torch model's logits and gradients agree
+# with those fine-model run --grad wrote (compare PASS)
 peer_agrees() {
-    run "$FINE_PYTHON" "$TORCH_FINE" compare --model "$1" --input "$2" --logits "$3" --grads "$3"
+    run "$FINE_PYTHON" "$TORCH_FINE" compare --model "$1" --input "$2" --logits "$3" --grads "$3" "${@:4}"
     echo "$output"
     [ "$status" -eq 0 ]
     [[ "$output" == *"compare PASS"* ]]
@@ -131,13 +131,8 @@ PY
     # its middle nW * 2. Two samples on different volume tokens.
     fine-model init --preset tiny --set depths=3,3,4,3 --set dec_depths=3,2,4 --set gt_num=2 --seed 3 -o "$T/m.fst"
     mk_patches "$T/p.fst" 2
-    run fine-model run --model "$T/m.fst" --grad --batch 2 "$T/p.fst" "$T/l.fst"
-    echo "$output"
-    [ "$status" -eq 0 ]
-    run "$FINE_PYTHON" "$TORCH_FINE" compare --model "$T/m.fst" --input "$T/p.fst" --logits "$T/l.fst" \
-        --grads "$T/l.fst" --fd 'layers\.1\.blocks\.0\.vt_attn\.qkv\.weight$|encoder\.layers\.0\.blocks\.1\.vt_attn\.proj\.weight$|layers\.1\.(pe|volume_token)$'
-    echo "$output"
-    [ "$status" -eq 0 ]
+    fine-model run --model "$T/m.fst" --grad --batch 2 "$T/p.fst" "$T/l.fst"
+    peer_agrees "$T/m.fst" "$T/p.fst" "$T/l.fst" \
+        --fd 'layers\.1\.blocks\.0\.vt_attn\.qkv\.weight$|encoder\.layers\.0\.blocks\.1\.vt_attn\.proj\.weight$|layers\.1\.(pe|volume_token)$'
     [[ "$output" == *"fd: 6 parameters"* ]]
-    [[ "$output" == *"compare PASS"* ]]
 }
