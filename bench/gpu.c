@@ -3,9 +3,12 @@
  * GPU's fp32 peak the training iteration reaches. The PyTorch peer's figures on the same GPU
  * come from bench/gpu_torch.sh; tests/gpu/run.sh runs both and prints the ratios.
  *
- *   gpu [DEVICE [PRESET [BATCH [TRAIN_ITERS [INFER_BATCHES [PEAK_TFLOPS [PRECISION [RECOMPUTE]]]]]]]]
- *   defaults: cuda bcv 2 10 10 67 fp32 all (67: the H100/H200 SXM datasheet's fp32 rate; all:
- *   the training net's recompute level, fine_net.h)
+ *   gpu [DEVICE [PRESET [BATCH [TRAIN_ITERS [INFER_BATCHES [PEAK_TFLOPS [PRECISION [RECOMPUTE [PROFILE]]]]]]]]]
+ *   defaults: cuda bcv 2 10 10 67 fp32 all 0 (67: the H100/H200 SXM datasheet's fp32 rate; all:
+ *   the training net's recompute level, fine_net.h). PROFILE 1: after the timed training
+ *   iterations and after the timed forwards, 3 more of each through the profiling backend
+ *   (backend_profile.h), whose tables say where the time goes; the timed figures are taken
+ *   with the profiler off.
  *
  * Without a GPU (or a CUDA build) it prints why and exits 0, so `make bench` stays usable. */
 #include <math.h>
@@ -17,6 +20,7 @@
 #include "cli.h"
 #include "infer.h"
 #include "nn/backend.h"
+#include "nn/backend_profile.h"
 #include "nn/fine_model.h"
 #include "nn/fine_net.h"
 #include "nn/train.h"
@@ -32,6 +36,7 @@ int main(int argc, char **argv)
     double peak = argc > 6 ? atof(argv[6]) : 67.0;
     const char *precision = argc > 7 ? argv[7] : "fp32";
     int recompute = argc > 8 ? fine_recompute_parse(argv[8]) : FINE_RECOMPUTE_ALL;
+    int profile = argc > 9 ? atoi(argv[9]) : 0;
     if (recompute < 0) {
         fprintf(stderr, "bench/gpu: unknown recompute level '%s' (none, gelu, mlp, all)\n", argv[8]);
         return 2;
@@ -45,6 +50,15 @@ int main(int argc, char **argv)
     if (be->set_precision(be->ctx, precision, &e) < 0) {
         fprintf(stderr, "bench/gpu: %s\n", e.msg);
         return 1;
+    }
+    if (profile) {
+        fine_backend *p = fine_backend_profile_open(be, &e);
+        if (!p) {
+            fprintf(stderr, "bench/gpu: %s\n", e.msg);
+            return 1;
+        }
+        be = p;
+        fine_profile_enable(be, 0);
     }
     fine_config c;
     fine_model m;
@@ -94,6 +108,18 @@ int main(int argc, char **argv)
     printf("train: %.4f s/it  %.2f it/s  loss %.4f -> %.4f  %.1f TFLOP/s (%.1f%% of %.0f)  peak %.2f GB\n", s_it,
            1.0 / s_it, first, last, flops / s_it / 1e12, 100.0 * flops / s_it / 1e12 / peak, peak,
            (double)train_peak / 1e9);
+    if (profile) {
+        fine_profile_reset(be);
+        fine_profile_enable(be, 1);
+        for (int it = 0; it < 3; it++)
+            fine_train_step(&t, &m, &o, x, y, pos, o.lr, &gnorm);
+        fine_profile_enable(be, 0);
+        if (fine_trainer_check(&t, &e) < 0) {
+            fprintf(stderr, "bench/gpu: %s\n", e.msg);
+            return 1;
+        }
+        fine_profile_print(be, stdout, "training, 3 iterations");
+    }
     fine_trainer_free(&t);
 
     /* inference: the forward alone, then fine_infer (forward, softmax, probabilities to the host) */
@@ -112,6 +138,18 @@ int main(int argc, char **argv)
         }
         if (i > 0)
             fw += fine_now() - t0;
+    }
+    if (profile) {
+        fine_profile_reset(be);
+        fine_profile_enable(be, 1);
+        for (int i = 0; i < 3; i++)
+            fine_net_forward(n, &m, x, pos, 0, 0);
+        fine_profile_enable(be, 0);
+        if (be->sync(be->ctx, &e) < 0) {
+            fprintf(stderr, "bench/gpu: %s\n", e.msg);
+            return 1;
+        }
+        fine_profile_print(be, stdout, "inference forward, 3 batches");
     }
     fine_net_free(n);
     fine_infer *p = fine_infer_new_on(be, &m, B, 0, &e);

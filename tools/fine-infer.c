@@ -8,6 +8,7 @@
 #include "cli.h"
 #include "infer.h"
 #include "nn/backend.h"
+#include "nn/backend_profile.h"
 #include "nn/checkpoint.h"
 #include "nn/fine_model.h"
 #include "nn/ops.h"
@@ -40,6 +41,8 @@ static void usage(void)
            "  -f, --force        overwrite OUT\n"
            "  -q, --quiet        no progress line\n"
            "      --progress     progress line (patches/s) even when stderr is not a terminal\n"
+           "      --profile      at the end, the time spent in each layer function of the engine\n"
+           "                     (stderr; each call is waited for, so a profiled run is slower)\n"
            "  -h, --help, --version\n\n"
            "Examples:\n"
            "  fine-patch --grid --patch 32,64,64 case.fst | fine-infer --model tiny.fst --tta \\\n"
@@ -49,7 +52,7 @@ static void usage(void)
 
 typedef struct options {
     const char *model, *in, *out, *device, *precision;
-    int batch, tta, force, quiet, progress, threads;
+    int batch, tta, force, quiet, progress, threads, profile;
     fine_dtype dtype;
 } options;
 
@@ -192,6 +195,13 @@ static int run(fine_model *m, const options *o, int argc, char **argv)
     fine_backend *be = NULL;
     if (rc == 0 && (!(be = fine_backend_open(o->device, &e)) || be->set_precision(be->ctx, o->precision, &e) < 0))
         rc = -1;
+    if (rc == 0 && o->profile) {
+        fine_backend *p = fine_backend_profile_open(be, &e);
+        if (p)
+            be = p;
+        else
+            rc = -1;
+    }
     if (rc == 0 && !(s.inf = fine_infer_new_on(be, m, o->batch, o->tta, &e)))
         rc = -1;
     if (rc == 0) {
@@ -228,6 +238,8 @@ static int run(fine_model *m, const options *o, int argc, char **argv)
     }
     fine_progress_done(&s.pg);
     fine_infer_free(s.inf);
+    if (rc == 0 && fine_backend_is_profile(be))
+        fine_profile_print(be, stderr, TOOL);
     fine_backend_close(be);
     free(s.slots);
     free(s.half);
@@ -245,13 +257,14 @@ int main(int argc, char **argv)
 {
     fine_cli_omp_passive(argv);
     fine_cli_init();
-    enum { O_MODEL = 256, O_BATCH, O_TTA, O_DTYPE, O_DEVICE, O_PRECISION, O_THREADS, O_PROGRESS, O_VERSION };
+    enum { O_MODEL = 256, O_BATCH, O_TTA, O_DTYPE, O_DEVICE, O_PRECISION, O_THREADS, O_PROGRESS, O_PROFILE, O_VERSION };
     static const struct option opts[] = {
         {"model", required_argument, NULL, O_MODEL},     {"batch", required_argument, NULL, O_BATCH},
         {"tta", no_argument, NULL, O_TTA},               {"dtype", required_argument, NULL, O_DTYPE},
         {"device", required_argument, NULL, O_DEVICE},   {"precision", required_argument, NULL, O_PRECISION},   {"threads", required_argument, NULL, O_THREADS},
         {"force", no_argument, NULL, 'f'},               {"quiet", no_argument, NULL, 'q'},
-        {"progress", no_argument, NULL, O_PROGRESS},     {"help", no_argument, NULL, 'h'},
+        {"progress", no_argument, NULL, O_PROGRESS},     {"profile", no_argument, NULL, O_PROFILE},
+        {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, O_VERSION},       {NULL, 0, NULL, 0},
     };
     options o;
@@ -295,6 +308,7 @@ int main(int argc, char **argv)
         case 'f': o.force = 1; break;
         case 'q': o.quiet = 1; break;
         case O_PROGRESS: o.progress = 1; break;
+        case O_PROFILE: o.profile = 1; break;
         case 'h': usage(); return FINE_EXIT_OK;
         case O_VERSION: fine_cli_version(TOOL); return FINE_EXIT_OK;
         case ':': return fine_cli_usage(TOOL, "option '%s' needs an argument", argv[optind - 1]);

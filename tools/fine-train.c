@@ -13,6 +13,7 @@
 #include "nn/fine_model.h"
 #include "nn/ops.h"
 #include "nn/backend.h"
+#include "nn/backend_profile.h"
 #include "nn/train.h"
 #include "stream.h"
 
@@ -75,6 +76,8 @@ static void usage(void)
            "                       gelu on cuda, none on the CPU, more while it does not fit)\n"
            "  -q, --quiet          no progress line and no epoch lines\n"
            "  --progress           a progress line even when stderr is not a terminal\n"
+           "  --profile            at the end, the time spent in each layer function of the engine\n"
+           "                       (stderr; each call is waited for, so a profiled run is slower)\n"
            "  -f, --force          accepted (checkpoints in DIR are always replaced)\n"
            "  -h, --help, --version\n\n"
            "Exit status: 0 success, 1 bad input or failure, 2 usage error, 128 + the signal number\n"
@@ -490,7 +493,7 @@ int main(int argc, char **argv)
     const char *preset = NULL, *config = NULL, *planpath = NULL, *resume = NULL, *valpath = NULL;
     const char *device = "cpu", *precision = "auto";
     char *sets[64];
-    int nsets = 0, threads = 0, lr_given = 0, recompute = -1;
+    int nsets = 0, threads = 0, lr_given = 0, recompute = -1, profile = 0;
     run_args a = {.t_start = fine_now(), .B = 2, .save_every = 50, .argc = argc, .argv = argv};
     fine_train_opts o;
     fine_train_opts_init(&o);
@@ -507,6 +510,7 @@ int main(int argc, char **argv)
         {"device", required_argument, 0, 'D'}, {"precision", required_argument, 0, 'R'},
         {"optimizer", required_argument, 0, 'O'}, {"recompute", required_argument, 0, 'K'},
         {"quiet", no_argument, 0, 'q'},        {"progress", no_argument, 0, 'P'},
+        {"profile", no_argument, 0, 'Z'},
         {"force", no_argument, 0, 'f'},        {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},      {0, 0, 0, 0}};
     int ch;
@@ -530,6 +534,7 @@ int main(int argc, char **argv)
                 return fine_cli_usage(TOOL, "--optimizer must be sgd or adamw, not '%s'", optarg);
             break;
         case 'o': a.outdir = optarg; break;
+        case 'Z': profile = 1; break;
         case 'L': a.logpath = optarg; break;
         case 'D':
             if (strcmp(optarg, "cpu") != 0 && strcmp(optarg, "cuda") != 0 && strncmp(optarg, "cuda:", 5) != 0)
@@ -654,6 +659,15 @@ int main(int argc, char **argv)
         fine_model_free(&m);
         goto fail_early;
     }
+    if (profile) {
+        fine_backend *p = fine_backend_profile_open(be, &e);
+        if (!p) {
+            fine_backend_close(be);
+            fine_model_free(&m);
+            goto fail_early;
+        }
+        be = p;
+    }
     if (fine_trainer_init_ex(&t, be, &m, a.B, recompute, &e) < 0) {
         fine_model_free(&m);
         fine_backend_close(be);
@@ -692,6 +706,8 @@ int main(int argc, char **argv)
     msgpack_sbuffer_destroy(&state_buf);
     rc = run(&m, &t, &o, &src, valpath ? &val : NULL, epoch, &a, &e);
     fine_trainer_free(&t);
+    if (rc == 0 && profile)
+        fine_profile_print(be, stderr, TOOL);
     fine_backend_close(be);
     fine_model_free(&m);
     val_free(&val);

@@ -103,6 +103,24 @@ for tta in ["", "--tta"]:
 PY
 }
 
+@test "--profile: the time per layer function on stderr; the predictions are those of a plain run, bit for bit" {
+    fine-infer --model "$FX/m.fst" --threads 2 --batch 2 --dtype f32 "$FX/p.fst" "$T/plain.fst"
+    run fine-infer --model "$FX/m.fst" --threads 2 --batch 2 --dtype f32 --profile "$FX/p.fst" "$T/prof.fst"
+    [ "$status" -eq 0 ]
+    echo "$output"
+    [[ "$output" == *"# profile: fine-infer on cpu (fp32): "* ]]
+    # every patch's forward ran through it: conv3d_forward, with calls and GFLOP/s
+    echo "$output" | grep -E '^conv3d_forward +[1-9][0-9]* +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+$'
+    ! echo "$output" | grep -q '_backward' || false
+    "$FINE_PYTHON" - "$T" <<'PY'
+import sys, fine_stream
+t = sys.argv[1]
+a = [r["array"] for r in fine_stream.read(f"{t}/plain.fst") if r["type"] == "pred"]
+b = [r["array"] for r in fine_stream.read(f"{t}/prof.fst") if r["type"] == "pred"]
+assert len(a) == len(b) == 4 and all(x.tobytes() == y.tobytes() for x, y in zip(a, b))
+PY
+}
+
 @test "--batch 1 equals --batch 3; f16 output sums to 1; records around patches keep their order" {
     # the f32 batch-3 result of the grid patches, as the previous test makes it
     fine-infer --model "$FX/m.fst" --batch 3 --dtype f32 "$FX/p.fst" "$T/b3.fst"

@@ -40,6 +40,21 @@ PY
     ! params_equal "$T/a/final.fst" "$T/c/final.fst" || false
 }
 
+@test "--profile: the time per layer function on stderr (two shards' calls together); parameters as a plain run's" {
+    make_batches "$T" 4
+    fine-train --preset tiny --set drop_path=0.2 --threads 2 --epochs 1 --iters-per-epoch 2 --quiet -o "$T/a" \
+        "$T/batches.fst"
+    run fine-train --preset tiny --set drop_path=0.2 --threads 2 --epochs 1 --iters-per-epoch 2 --quiet --profile \
+        -o "$T/b" "$T/batches.fst"
+    [ "$status" -eq 0 ]
+    echo "$output"
+    [[ "$output" == *"# profile: fine-train on cpu (fp32): "* ]]
+    # 2 iterations of 2 shards: one optimizer step each, and backward products with GFLOP/s
+    echo "$output" | grep -E '^sgd_step +2 '
+    echo "$output" | grep -E '^linear_backward +[1-9][0-9]* +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+$'
+    params_equal "$T/a/final.fst" "$T/b/final.fst"
+}
+
 @test "--threads 2 runs the batch as two shards: resume is exact, parameters match --threads 1 (drop path on)" {
     make_batches "$T" 4
     fine-train --preset tiny --set drop_path=0.2 --threads 2 --epochs 2 --iters-per-epoch 2 --save-every 1 --quiet \

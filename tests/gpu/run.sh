@@ -10,6 +10,9 @@
 #   4. bench     bench/gpu (bcv, batch 2, fp32, tf32, bf16 at each recompute level) and the
 #                PyTorch peer on the same GPU
 #                (bench/gpu_torch.sh: fp32, TF32, bf16 autocast), with the ratios
+#   5. profile   where a bf16 training iteration and an inference forward spend their time:
+#                bench/gpu's profile tables (each backend call timed to its end; after the
+#                ratios, so its short runs do not enter them)
 # Everything printed also goes to $OUT/gpu-report.txt (OUT defaults to build/).
 #
 # Environment: FINE_GPU_BIN  a folder holding prebuilt parity, model, gpu, fine-train and
@@ -105,7 +108,6 @@ for level in none gelu mlp all; do # what recomputation costs and saves, at bf16
     step "bench fine bf16 recompute $level" 60 ours "$bin/gpu" cuda bcv 2 8 8 "${FINE_GPU_PEAK_BF16:-989}" bf16 $level
 done
 step "bench pytorch" 100 bench/gpu_torch.sh
-rm -rf "$tmp"
 
 # ratios: each of ours (fp32, tf32) against each PyTorch run on the same GPU
 awk '
@@ -134,5 +136,7 @@ END {
         printf("ratio: inference, fine %s %.2f patches/s to the host (forward alone %.2f) vs PyTorch %s %.2f on the device: %.2fx\n",
                p, fi[p], ff[p], a, ip[a], fi[p] / ip[a])
 }' "$report" | sort | tee -a "$report"
+step "profile bf16 recompute gelu" 60 ours "$bin/gpu" cuda bcv 2 2 2 "${FINE_GPU_PEAK_BF16:-989}" bf16 gelu 1
+rm -rf "$tmp"
 say "run.sh: $([ $status = 0 ] && echo all steps passed || echo some steps FAILED)"
 exit $status
