@@ -5,7 +5,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+
+#include "cli.h"
 
 enum {
     S_UPLOAD, S_DOWNLOAD, S_ZERO, S_COPY, S_COPY_ROWS, S_AXPY_ROWS, S_SUM_ROWS_ACC, S_MEMTOK_GATHER,
@@ -40,13 +41,6 @@ typedef struct prof {
     slot_stat s[NSLOT];
 } prof;
 
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 /* Waits for the call to finish and books it. A failure the wait reports stays recorded in the
  * inner backend (the first one wins there), so the caller's own sync still sees it. */
 static void book(prof *p, int slot, double t0, double flops)
@@ -55,7 +49,7 @@ static void book(prof *p, int slot, double t0, double flops)
         return;
     fine_err e;
     p->in->sync(p->in->ctx, &e);
-    double dt = now() - t0;
+    double dt = fine_now() - t0;
     pthread_mutex_lock(&p->mu);
     p->s[slot].calls++;
     p->s[slot].seconds += dt;
@@ -158,7 +152,7 @@ static double attention_product_flops(const fine_attn_shape *s)
 static void p_upload(void *ctx, void *dst, const void *src, size_t bytes)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->upload(p->in->ctx, dst, src, bytes);
     book(p, S_UPLOAD, t0, 0);
 }
@@ -166,7 +160,7 @@ static void p_upload(void *ctx, void *dst, const void *src, size_t bytes)
 static void p_download(void *ctx, void *dst, const void *src, size_t bytes)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->download(p->in->ctx, dst, src, bytes);
     book(p, S_DOWNLOAD, t0, 0);
 }
@@ -174,7 +168,7 @@ static void p_download(void *ctx, void *dst, const void *src, size_t bytes)
 static void p_zero(void *ctx, void *q, size_t bytes)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->zero(p->in->ctx, q, bytes);
     book(p, S_ZERO, t0, 0);
 }
@@ -182,7 +176,7 @@ static void p_zero(void *ctx, void *q, size_t bytes)
 static void p_copy(void *ctx, void *dst, const void *src, size_t bytes)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->copy(p->in->ctx, dst, src, bytes);
     book(p, S_COPY, t0, 0);
 }
@@ -191,7 +185,7 @@ static void p_copy_rows(void *ctx, float *dst, int64_t dst_stride, const float *
                         int64_t rows, int64_t width)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->copy_rows(p->in->ctx, dst, dst_stride, src, src_stride, rows, width);
     book(p, S_COPY_ROWS, t0, 0);
 }
@@ -200,7 +194,7 @@ static void p_axpy_rows(void *ctx, float *out, int64_t out_stride, const float *
                         int64_t b_stride, const float *scale, int64_t rows, int64_t C)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->axpy_rows(p->in->ctx, out, out_stride, a, b, b_stride, scale, rows, C);
     book(p, S_AXPY_ROWS, t0, 0);
 }
@@ -208,7 +202,7 @@ static void p_axpy_rows(void *ctx, float *out, int64_t out_stride, const float *
 static void p_sum_rows_acc(void *ctx, float *dst, const float *src, int64_t rows, int64_t C)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->sum_rows_acc(p->in->ctx, dst, src, rows, C);
     book(p, S_SUM_ROWS_ACC, t0, 0);
 }
@@ -217,7 +211,7 @@ static void p_memtok_gather(void *ctx, float *u, const float *table, const int *
                             const float *pe, int64_t B, int64_t nW, int64_t C, int nvt)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->memtok_gather(p->in->ctx, u, table, idx, g2, pe, B, nW, C, nvt);
     book(p, S_MEMTOK_GATHER, t0, 0);
 }
@@ -226,7 +220,7 @@ static void p_memtok_gather_backward(void *ctx, float *dtable, float *dpe, float
                                      const int *idx, int64_t B, int64_t nW, int64_t C, int nvt)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->memtok_gather_backward(p->in->ctx, dtable, dpe, dg2, du, idx, B, nW, C, nvt);
     book(p, S_MEMTOK_GATHER_BACKWARD, t0, 0);
 }
@@ -235,7 +229,7 @@ static void p_conv3d_forward(void *ctx, const fine_conv3d_shape *s, float *out, 
                              const float *w, const float *b, float *scratch)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->conv3d_forward(p->in->ctx, s, out, in, w, b, scratch);
     book(p, S_CONV3D_FORWARD, t0, 2 * conv3d_macs(s));
 }
@@ -244,7 +238,7 @@ static void p_conv3d_backward(void *ctx, const fine_conv3d_shape *s, float *din,
                               const float *dout, const float *in, const float *w, float *scratch)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->conv3d_backward(p->in->ctx, s, din, dw, db, dout, in, w, scratch);
     book(p, S_CONV3D_BACKWARD, t0, 2 * conv3d_macs(s) * ((din != NULL) + (dw != NULL)));
 }
@@ -253,7 +247,7 @@ static void p_convT3d_forward(void *ctx, const fine_convT3d_shape *s, float *out
                               const float *w, const float *b, float *scratch)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->convT3d_forward(p->in->ctx, s, out, in, w, b, scratch);
     book(p, S_CONVT3D_FORWARD, t0, 2 * convT3d_macs(s));
 }
@@ -262,7 +256,7 @@ static void p_convT3d_backward(void *ctx, const fine_convT3d_shape *s, float *di
                                const float *dout, const float *in, const float *w, float *scratch)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->convT3d_backward(p->in->ctx, s, din, dw, db, dout, in, w, scratch);
     book(p, S_CONVT3D_BACKWARD, t0, 2 * convT3d_macs(s) * ((din != NULL) + (dw != NULL)));
 }
@@ -270,7 +264,7 @@ static void p_convT3d_backward(void *ctx, const fine_convT3d_shape *s, float *di
 static void p_to_channels_last(void *ctx, float *out, const float *in, int64_t B, int64_t C, int64_t L)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->to_channels_last(p->in->ctx, out, in, B, C, L);
     book(p, S_TO_CHANNELS_LAST, t0, 0);
 }
@@ -278,7 +272,7 @@ static void p_to_channels_last(void *ctx, float *out, const float *in, int64_t B
 static void p_to_channels_first(void *ctx, float *out, const float *in, int64_t B, int64_t C, int64_t L)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->to_channels_first(p->in->ctx, out, in, B, C, L);
     book(p, S_TO_CHANNELS_FIRST, t0, 0);
 }
@@ -287,7 +281,7 @@ static void p_to_channels_last_backward(void *ctx, float *din, const float *dout
                                         int64_t L)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->to_channels_last_backward(p->in->ctx, din, dout, B, C, L);
     book(p, S_TO_CHANNELS_LAST_BACKWARD, t0, 0);
 }
@@ -296,7 +290,7 @@ static void p_layernorm_forward(void *ctx, float *out, float *mean, float *rstd,
                                 const float *weight, const float *bias, int64_t N, int64_t C)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->layernorm_forward(p->in->ctx, out, mean, rstd, in, weight, bias, N, C);
     book(p, S_LAYERNORM_FORWARD, t0, 0);
 }
@@ -306,7 +300,7 @@ static void p_layernorm_backward(void *ctx, float *din, float *dweight, float *d
                                  int64_t N, int64_t C)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->layernorm_backward(p->in->ctx, din, dweight, dbias, dout, in, weight, mean, rstd, N, C);
     book(p, S_LAYERNORM_BACKWARD, t0, 0);
 }
@@ -314,7 +308,7 @@ static void p_layernorm_backward(void *ctx, float *din, float *dweight, float *d
 static void p_gelu_forward(void *ctx, float *out, const float *in, int64_t n)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->gelu_forward(p->in->ctx, out, in, n);
     book(p, S_GELU_FORWARD, t0, 0);
 }
@@ -322,7 +316,7 @@ static void p_gelu_forward(void *ctx, float *out, const float *in, int64_t n)
 static void p_gelu_backward(void *ctx, float *din, const float *dout, const float *in, int64_t n)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->gelu_backward(p->in->ctx, din, dout, in, n);
     book(p, S_GELU_BACKWARD, t0, 0);
 }
@@ -331,7 +325,7 @@ static void p_linear_forward(void *ctx, float *out, const float *in, const float
                              int64_t in_features, int64_t out_features)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->linear_forward(p->in->ctx, out, in, w, b, N, in_features, out_features);
     book(p, S_LINEAR_FORWARD, t0, 2.0 * (double)N * (double)in_features * (double)out_features);
 }
@@ -340,7 +334,7 @@ static void p_linear_backward(void *ctx, float *din, float *dw, float *db, const
                               const float *w, int64_t N, int64_t in_features, int64_t out_features)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->linear_backward(p->in->ctx, din, dw, db, dout, in, w, N, in_features, out_features);
     book(p, S_LINEAR_BACKWARD, t0,
          2.0 * (double)N * (double)in_features * (double)out_features * ((din != NULL) + (dw != NULL)));
@@ -349,7 +343,7 @@ static void p_linear_backward(void *ctx, float *din, float *dw, float *db, const
 static void p_add(void *ctx, float *out, const float *a, const float *b, int64_t n)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->add(p->in->ctx, out, a, b, n);
     book(p, S_ADD, t0, 0);
 }
@@ -357,7 +351,7 @@ static void p_add(void *ctx, float *out, const float *a, const float *b, int64_t
 static void p_accumulate(void *ctx, float *y, const float *x, int64_t n)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->accumulate(p->in->ctx, y, x, n);
     book(p, S_ACCUMULATE, t0, 0);
 }
@@ -366,7 +360,7 @@ static void p_drop_path(void *ctx, float *x, const float *mask, int64_t samples,
                         int64_t C)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->drop_path(p->in->ctx, x, mask, samples, rows_per_sample, C);
     book(p, S_DROP_PATH, t0, 0);
 }
@@ -375,7 +369,7 @@ static void p_window_partition(void *ctx, float *out, const float *x, int64_t B,
                                int64_t W, int64_t C, int ws, int shift)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->window_partition(p->in->ctx, out, x, B, D, H, W, C, ws, shift);
     book(p, S_WINDOW_PARTITION, t0, 0);
 }
@@ -384,7 +378,7 @@ static void p_window_reverse(void *ctx, float *x, const float *win, int64_t B, i
                              int64_t C, int ws, int shift)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->window_reverse(p->in->ctx, x, win, B, D, H, W, C, ws, shift);
     book(p, S_WINDOW_REVERSE, t0, 0);
 }
@@ -393,7 +387,7 @@ static void p_window_partition_acc(void *ctx, float *dx, const float *dwin, int6
                                    int64_t W, int64_t C, int ws, int shift)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->window_partition_acc(p->in->ctx, dx, dwin, B, D, H, W, C, ws, shift);
     book(p, S_WINDOW_PARTITION_ACC, t0, 0);
 }
@@ -401,7 +395,7 @@ static void p_window_partition_acc(void *ctx, float *dx, const float *dwin, int6
 static void p_relpos_bias(void *ctx, float *bias, const float *table, const int64_t *index, int heads, int N)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->relpos_bias(p->in->ctx, bias, table, index, heads, N);
     book(p, S_RELPOS_BIAS, t0, 0);
 }
@@ -410,7 +404,7 @@ static void p_relpos_bias_backward(void *ctx, float *dtable, const float *dbias,
                                    int heads, int N)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->relpos_bias_backward(p->in->ctx, dtable, dbias, index, heads, N);
     book(p, S_RELPOS_BIAS_BACKWARD, t0, 0);
 }
@@ -419,7 +413,7 @@ static void p_attention_forward(void *ctx, const fine_attn_shape *s, float *out,
                                 const float *bias, const float *mask, const float *key_mask)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->attention_forward(p->in->ctx, s, out, att, qkv, bias, mask, key_mask);
     book(p, S_ATTENTION_FORWARD, t0, 2 * attention_product_flops(s));
 }
@@ -428,7 +422,7 @@ static void p_attention_backward(void *ctx, const fine_attn_shape *s, float *dqk
                                  const float *dout, const float *qkv, const float *att, float *scratch)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->attention_backward(p->in->ctx, s, dqkv, dbias, dout, qkv, att, scratch);
     /* dP always; dv, dq and dk with dqkv */
     book(p, S_ATTENTION_BACKWARD, t0, attention_product_flops(s) * (1 + 3 * (dqkv != NULL)));
@@ -438,7 +432,7 @@ static double p_softmax_ce(void *ctx, float *probs, float *dlogits, const float 
                            int64_t B, int64_t K, int64_t L, float scale)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     double r = p->in->softmax_ce(p->in->ctx, probs, dlogits, logits, target, B, K, L, scale);
     book(p, S_SOFTMAX_CE, t0, 0);
     return r;
@@ -448,7 +442,7 @@ static double p_soft_dice(void *ctx, float *dlogits, const float *probs, const u
                           int64_t K, int64_t L, float scale)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     double r = p->in->soft_dice(p->in->ctx, dlogits, probs, target, B, K, L, scale);
     book(p, S_SOFT_DICE, t0, 0);
     return r;
@@ -458,7 +452,7 @@ static void p_downsample_labels(void *ctx, uint8_t *out, const uint8_t *in, int6
                                 int64_t W, const int f[3])
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->downsample_labels(p->in->ctx, out, in, B, D, H, W, f);
     book(p, S_DOWNSAMPLE_LABELS, t0, 0);
 }
@@ -467,7 +461,7 @@ static void p_dice_count(void *ctx, fine_dice_counts *s, const float *logits, co
                          int64_t nb, int64_t K, int64_t L)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->dice_count(p->in->ctx, s, logits, target, nb, K, L);
     book(p, S_DICE_COUNT, t0, 0);
 }
@@ -475,7 +469,7 @@ static void p_dice_count(void *ctx, fine_dice_counts *s, const float *logits, co
 static void p_softmax_channels(void *ctx, float *out, const float *in, int64_t B, int64_t K, int64_t L)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->softmax_channels(p->in->ctx, out, in, B, K, L);
     book(p, S_SOFTMAX_CHANNELS, t0, 0);
 }
@@ -483,7 +477,7 @@ static void p_softmax_channels(void *ctx, float *out, const float *in, int64_t B
 static double p_sumsq(void *ctx, const float *x, size_t n)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     double r = p->in->sumsq(p->in->ctx, x, n);
     book(p, S_SUMSQ, t0, 0);
     return r;
@@ -493,7 +487,7 @@ static void p_sgd_step(void *ctx, float *q, float *buf, const float *g, size_t n
                        float wd, float lr)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->sgd_step(p->in->ctx, q, buf, g, n, gscale, mu, wd, lr);
     book(p, S_SGD_STEP, t0, 0);
 }
@@ -502,7 +496,7 @@ static void p_adamw_step(void *ctx, float *q, float *m1, float *m2, const float 
                          float b1, float b2, float eps, float lr, float wd, float step, float rbc2)
 {
     prof *p = ctx;
-    double t0 = now();
+    double t0 = fine_now();
     p->in->adamw_step(p->in->ctx, q, m1, m2, g, n, gscale, b1, b2, eps, lr, wd, step, rbc2);
     book(p, S_ADAMW_STEP, t0, 0);
 }
